@@ -1,0 +1,1 @@
+"""Simulated recordings that run offline: PPG, EEG, accelerometer."""

@@ -1,0 +1,1 @@
+"""Reference networks of the reproduced experiments."""
