@@ -1,1 +1,19 @@
-"""thinkonce."""
+"""thinkonce: make convolutional networks think each activation once on live signals.
+
+>>> import thinkonce as to
+>>> s = to.stream(model, window=256, hop=64)      # doctest: +SKIP
+>>> state = s.init_state(batch=8)                  # doctest: +SKIP
+>>> y, state = s.step(chunk, state)                # doctest: +SKIP
+"""
+
+from .errors import AlignmentError, StreamInputError, ThinkonceError, UnsupportedNodeError
+from .measure import count_macs
+from .stream import Stream, load_state, register_framewise, save_state, state_nbytes, stream
+from .verify import Report, verify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "stream", "Stream", "verify", "Report", "count_macs", "save_state", "load_state", "state_nbytes",
+    "register_framewise", "ThinkonceError", "UnsupportedNodeError", "AlignmentError", "StreamInputError",
+]

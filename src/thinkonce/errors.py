@@ -1,0 +1,19 @@
+"""Errors with messages that name the problem and the fix."""
+
+from __future__ import annotations
+
+
+class ThinkonceError(Exception):
+    """Base class of every error raised by thinkonce."""
+
+
+class UnsupportedNodeError(ThinkonceError):
+    """A node of the traced graph has no streaming counterpart (the message names node, path, type)."""
+
+
+class AlignmentError(ThinkonceError):
+    """The hop breaks pooling/stride alignment (the message lists the allowed hops)."""
+
+
+class StreamInputError(ThinkonceError, ValueError):
+    """A chunk or a state passed to a stream is malformed; the state was not touched."""

@@ -1,0 +1,122 @@
+"""Execution of a streaming plan: one pass over the trunk for a chunk, and evaluation of the head.
+
+The trunk runs node by node on *chunks* (the new frames of every value); stateful nodes read their slice
+of the flat state dict (keys ``"<node>.<key>"``) and write a new one. Nothing is mutated in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+from torch import Tensor
+from torch.fx.node import map_arg
+
+from .convert import NodePlan, Plan
+from .layers import AlignQueues, State
+
+
+def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def make_call(node: fx.Node, gm: fx.GraphModule) -> Callable[[Callable[[fx.Node], Any]], Any]:
+    """A closure computing ``node`` given a lookup of its input values."""
+    if node.op == "get_attr":
+        val = _fetch_attr(gm, node.target)
+        return lambda look: val
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+
+        def call(look: Callable[[fx.Node], Any]) -> Any:
+            return mod(*map_arg(node.args, look), **map_arg(node.kwargs, look))
+
+        return call
+    if node.op == "call_method":
+        name = node.target
+
+        def call_m(look: Callable[[fx.Node], Any]) -> Any:
+            args = map_arg(node.args, look)
+            return getattr(args[0], name)(*args[1:], **map_arg(node.kwargs, look))
+
+        return call_m
+    fn = node.target
+
+    def call_f(look: Callable[[fx.Node], Any]) -> Any:
+        return fn(*map_arg(node.args, look), **map_arg(node.kwargs, look))
+
+    return call_f
+
+
+class Program:
+    """Runs a :class:`Plan` chunk by chunk."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.calls: dict[fx.Node, Callable] = {}
+        self.consts: dict[fx.Node, Any] = {}
+        for p in plan.nodes:
+            if p.kind in ("const", "dyn", "framewise", "align", "head") or (p.kind == "temporal" and p.op is None):
+                self.calls[p.node] = make_call(p.node, plan.gm)
+        # constants are computed once, in graph order
+        with torch.no_grad():
+            for p in plan.nodes:
+                if p.kind == "const":
+                    self.consts[p.node] = self.calls[p.node](self.consts.__getitem__)
+        self.trunk: list[NodePlan] = [p for p in plan.nodes if p.kind not in ("const", "head")]
+        self.prefixes = {p.node: p.node.name + "." for p in plan.nodes if p.op is not None}
+
+    # ------------------------------------------------------------------ state
+    def init_state(self, batch: int, like: Tensor) -> State:
+        st: State = {}
+        for p in self.trunk:
+            if p.op is not None:
+                pre = self.prefixes[p.node]
+                st.update({pre + k: v for k, v in p.op.init_state(batch, like).items()})
+        return st
+
+    # ------------------------------------------------------------------ run
+    def run(self, x: Tensor, state: State, mode: str) -> tuple[dict[fx.Node, Any], State]:
+        """One pass over the trunk. Returns the chunk of every value and the new state."""
+        env: dict[fx.Node, Any] = dict(self.consts)
+        look = env.__getitem__
+        new: State = {}
+        locals_: dict[str, State] = {}
+        for key, v in state.items():
+            node_name, _, k = key.partition(".")
+            locals_.setdefault(node_name, {})[k] = v
+        for p in self.trunk:
+            n = p.node
+            kind = p.kind
+            if kind == "input":
+                env[n] = x
+            elif kind == "alias":
+                env[n] = env[p.source]
+            elif kind in ("framewise", "dyn"):
+                env[n] = self.calls[n](look)
+            else:
+                local = locals_.get(n.name, {})
+                ins = [env[a] for a in p.temporal_args]
+                if isinstance(p.op, AlignQueues):
+                    heads, out = p.op.run(ins, local, mode)
+                    sub = dict(zip(p.temporal_args, heads))
+                    env[n] = self.calls[n](lambda a, sub=sub: sub[a] if a in sub else env[a])
+                else:
+                    env[n], out = p.op.run(ins, local, mode)
+                pre = n.name + "."
+                for k, v in out.items():
+                    new[pre + k] = v
+        return env, new
+
+    def head(self, feats: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
+        """Evaluate the head on the window's features (buffered values replaced by ``feats``)."""
+        henv: dict[fx.Node, Any] = dict(env)
+        henv.update(feats)
+        look = henv.__getitem__
+        for p in self.plan.head_nodes:
+            henv[p.node] = self.calls[p.node](look)
+        return map_arg(self.plan.output_arg, look)

@@ -1,0 +1,410 @@
+"""The user-facing stream: ``thinkonce.stream(model, ...)`` and :class:`Stream`.
+
+A :class:`Stream` is code only; its state is data the caller holds. ``step(x, state) -> (y, state)`` is
+a pure function, so states can be replayed, saved, batched over many independent signals and reset per
+row without the stream noticing.
+"""
+
+from __future__ import annotations
+
+import copy
+from fractions import Fraction
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..errors import StreamInputError, ThinkonceError, UnsupportedNodeError
+from .convert import Converter, Plan
+from .program import Program
+from .state import State, state_batch
+from .window import WindowSpec, extended_window_forward, window_spec
+
+EDGES = ("exact", "stale")
+
+
+def _model_dtype(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    for p in model.parameters():
+        return p.dtype, p.device
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.dtype, b.device
+    return torch.float32, torch.device("cpu")
+
+
+def _infer_channels(model: nn.Module) -> int | None:
+    for m in model.modules():
+        for attr in ("in_channels", "num_features", "in_features"):
+            if isinstance(getattr(m, attr, None), int):
+                return int(getattr(m, attr))
+    return None
+
+
+class Stream:
+    """A model converted into a stateful step function.
+
+    Continuous mode (``window=None``): concatenating the outputs of :meth:`step` over any chunking of a
+    signal, then :meth:`flush`, equals ``model(signal)``. Outputs lag by :attr:`delay` input samples
+    where "same" padding needs future samples.
+
+    Window mode (``window=W, hop=H``): every time a window of W samples completes (at W, W+H, W+2H, ...
+    samples), the stream emits the model's output for that window, computed from cached activations with
+    real signal as left context (signal padding). ``y`` stacks the windows completed by the chunk along
+    dim 1: shape ``(batch, n_windows, *output_shape[1:])``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        window: int | None = None,
+        hop: int | None = None,
+        example_input: Tensor | None = None,
+        edge: str = "exact",
+        allow_nonfinite: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"thinkonce.stream expects an nn.Module, got {type(model).__name__}")
+        training = [name or "<root>" for name, m in model.named_modules() if m.training]
+        if training:
+            raise ThinkonceError(
+                f"the model is in training mode (e.g. {training[0]!r}); BatchNorm and Dropout would not "
+                "behave as at inference. Call model.eval() before thinkonce.stream(model, ...)."
+            )
+        if (window is None) != (hop is None):
+            raise ValueError("window mode needs both window=W and hop=H (or neither, for continuous mode)")
+        if edge not in EDGES:
+            raise ValueError(f"edge must be one of {EDGES}, got {edge!r}")
+        self.window, self.hop, self.edge = window, hop, edge
+        self.allow_nonfinite = allow_nonfinite
+        self.model = copy.deepcopy(model)  # the stream never sees later changes to the user's model
+        self.dtype, self.device = _model_dtype(self.model)
+        example = self._example(example_input)
+        self.input_frame_shape = tuple(example.shape[1:-1])  # (channels, ...) of one frame
+        self.plan: Plan = Converter(self.model, example, window).convert()
+        self.program = Program(self.plan)
+        self._like = torch.empty(0, dtype=self.dtype, device=self.device)
+        out = self.plan.output_arg
+        if not isinstance(out, torch.fx.Node):
+            raise UnsupportedNodeError("the model returns a tuple/dict; a stream needs a single tensor output")
+        self._out_shape = self.plan.example_shapes[out]
+        if window is None:
+            p = self.plan.by_node[out]
+            if not p.temporal:
+                raise UnsupportedNodeError(
+                    f"the model's output '{out.name}' has no time axis; in continuous mode the output must be "
+                    "a sequence. Use window mode (window=W, hop=H) for per-window outputs."
+                )
+            self.spec: WindowSpec | None = None
+            self.out_tdim = p.tdim
+            self.out_rate = p.rate
+            self._template = None
+            self.delay = self._measure_delay()
+        else:
+            if window != example.shape[-1]:
+                raise ValueError(f"example_input has {example.shape[-1]} samples but window={window}")
+            self.spec = window_spec(self.plan, window, hop)
+            self.delay = 0
+            self._template = self._preroll(1)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _example(self, example_input: Tensor | None) -> Tensor:
+        if example_input is not None:
+            if not isinstance(example_input, Tensor) or example_input.dim() < 2:
+                raise ValueError("example_input must be a tensor shaped (batch, channels, time)")
+            ex = example_input.to(self.dtype)
+            if self.window is not None and ex.shape[-1] != self.window:
+                raise ValueError(f"example_input has {ex.shape[-1]} samples but window={self.window}")
+            return ex
+        c = _infer_channels(self.model)
+        if c is None:
+            raise ValueError("cannot infer the input channels; pass example_input=torch.zeros(1, C, T)")
+        length = self.window if self.window is not None else 2048
+        return torch.zeros(2, c, length, dtype=self.dtype, device=self.device)
+
+    def _measure_delay(self) -> int:
+        """Look-ahead in input samples: frames still owed after a long zero signal, times the output stride."""
+        period = 1
+        for p in self.plan.nodes:
+            if p.temporal and p.rate is not None:
+                period = max(period, Fraction(p.rate).numerator)
+        rf = max((p.rf for p in self.plan.nodes if p.temporal), default=Fraction(1))
+        n = int(-(-(int(rf) * 2 + 16) // period) * period)
+        x = torch.zeros((1, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
+        st = self.program.init_state(1, self._like)
+        with torch.no_grad():
+            _, st = self.program.run(x, st, "step")
+            env, _ = self.program.run(x[..., :0], st, "flush")
+        owed = env[self.plan.output_arg].shape[self.out_tdim]
+        return int(owed * self.out_rate)
+
+    def _preroll(self, batch: int, samples: int | None = None) -> State:
+        """Window-mode start state: the stream has seen ``extension`` zero samples (zero history)."""
+        assert self.spec is not None
+        st = self.program.init_state(batch, self._like)
+        n = self.spec.extension if samples is None else samples
+        x = torch.zeros((batch, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            env, st = self.program.run(x, st, self._mode)
+        for v in self.plan.head_inputs:
+            f = self.spec.frames[v.name]
+            d = self.plan.by_node[v].tdim
+            chunk = env[v]
+            shape = list(chunk.shape)
+            shape[d] = f
+            ring = torch.cat([chunk.new_zeros(shape), chunk], dim=d)
+            st[f"_ring.{v.name}"] = ring.narrow(d, ring.shape[d] - f, f)
+        return st
+
+    @property
+    def _mode(self) -> str:
+        return "stale" if self.edge == "stale" else "step"
+
+    # ------------------------------------------------------------------ state API
+    def init_state(self, batch: int = 1) -> State:
+        """A fresh state for ``batch`` independent streams (one row each)."""
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
+        if self.spec is None:
+            st = self.program.init_state(batch, self._like)
+        else:
+            assert self._template is not None
+            st = {k: v.expand(batch, *v.shape[1:]).clone() for k, v in self._template.items()}
+        st["_t"] = torch.zeros(batch, dtype=torch.int64, device=self.device)
+        return st
+
+    def reset(self, state: State, rows: int | Sequence[int] | Tensor) -> State:
+        """Forget the history of the chosen rows: they continue as if their past input had been zeros.
+
+        Rows of a batch advance in lock-step (one chunk for all), so a reset row keeps the shared clock;
+        its next outputs see zeros where its history was. Other rows are untouched. Returns a new state.
+        """
+        self._check_state(state, None)
+        b = state_batch(state)
+        idx = torch.as_tensor([rows] if isinstance(rows, int) else list(map(int, rows)), dtype=torch.int64)
+        if idx.numel() == 0:
+            return dict(state)
+        if int(idx.min()) < 0 or int(idx.max()) >= b:
+            raise StreamInputError(f"rows {idx.tolist()} out of range for a state of {b} streams")
+        t = int(state["_t"][0])
+        tmpl = self._zero_history(len(idx), t)
+        new: State = {}
+        for k, v in state.items():
+            if k == "_t":
+                new[k] = v
+                continue
+            tv = tmpl.get(k)
+            if tv is None or tv.shape[1:] != v.shape[1:]:
+                raise StreamInputError(
+                    f"cannot reset rows: state entry {k!r} has a layout a zero history does not reproduce at "
+                    f"t={t}. Keep a separate state for a restarted stream."
+                )
+            new[k] = v.index_copy(0, idx.to(v.device), tv.to(v.dtype))
+        return new
+
+    def _zero_history(self, batch: int, t: int) -> State:
+        """State after a zero signal of a length congruent to ``t`` (same phase, hence same layout)."""
+        if self.spec is None:
+            period = max(Fraction(p.rate).numerator for p in self.plan.nodes if p.temporal and p.rate is not None)
+            rf = int(max(p.rf for p in self.plan.nodes if p.temporal)) + 1
+            stable = -(-2 * rf // period) * period
+            n = t if t < stable else stable + (t - stable) % period
+            st = self.program.init_state(batch, self._like)
+            x = torch.zeros((batch, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
+            with torch.no_grad():
+                _, st = self.program.run(x, st, "step")
+            return st
+        period = self.spec.period
+        n = self.spec.extension + (t % period)
+        return self._preroll(batch, n) if t % period else self._preroll(batch)
+
+    # ------------------------------------------------------------------ validation
+    def _check_state(self, state: Any, batch: int | None) -> None:
+        if not isinstance(state, dict) or "_t" not in state:
+            raise StreamInputError("state must be the dict returned by Stream.init_state() or a previous step")
+        if batch is not None and state["_t"].shape[0] != batch:
+            raise StreamInputError(
+                f"the chunk has batch {batch} but the state holds {state['_t'].shape[0]} streams; "
+                f"create the state with init_state(batch={batch})"
+            )
+
+    def _check_chunk(self, x: Any) -> None:
+        if not isinstance(x, Tensor):
+            raise StreamInputError(f"chunk must be a torch.Tensor, got {type(x).__name__}")
+        want = len(self.input_frame_shape) + 2
+        if x.dim() != want:
+            dims = ", ".join(["batch", *[str(c) for c in self.input_frame_shape], "time"])
+            raise StreamInputError(f"chunk must have {want} dims ({dims}), got shape {tuple(x.shape)}")
+        if tuple(x.shape[1:-1]) != self.input_frame_shape:
+            raise StreamInputError(
+                f"chunk has {tuple(x.shape[1:-1])} channels but the model expects {self.input_frame_shape}; "
+                "time must be the last axis"
+            )
+        if x.dtype != self.dtype:
+            raise StreamInputError(f"chunk dtype is {x.dtype} but the model computes in {self.dtype}; convert with x.to({self.dtype})")
+        if x.device != self.device:
+            raise StreamInputError(f"chunk is on {x.device} but the stream is on {self.device}")
+        if not self.allow_nonfinite and x.numel() and not bool(torch.isfinite(x).all()):
+            raise StreamInputError(
+                "chunk contains NaN or Inf; they would poison the cached activations of the stream. "
+                "Clean the signal first, or pass allow_nonfinite=True to thinkonce.stream."
+            )
+
+    # ------------------------------------------------------------------ stepping
+    @torch.no_grad()
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Feed ``x`` (batch, channels, n) with any n >= 0; returns the new outputs and a new state.
+
+        The input state is left unchanged (replaying a step from it gives the same result). A rejected
+        chunk raises before anything is computed.
+        """
+        self._check_chunk(x)
+        self._check_state(state, x.shape[0])
+        t = int(state["_t"][0])
+        if self.spec is None:
+            env, new = self.program.run(x, state, "step")
+            new["_t"] = state["_t"] + x.shape[-1]
+            return env[self.plan.output_arg], new
+        return self._window_step(x, state, t)
+
+    def _window_step(self, x: Tensor, state: State, t: int) -> tuple[Tensor, State]:
+        spec = self.spec
+        assert spec is not None
+        n = x.shape[-1]
+        W, H = spec.window, spec.hop
+        # window ends b in (t, t+n] with b >= W and (b - W) % H == 0
+        first = W if t < W else W + (-(-(t + 1 - W) // H)) * H
+        ends = list(range(first, t + n + 1, H))
+        cuts = [e - t for e in ends]
+        if not cuts or cuts[-1] != n:
+            cuts.append(n)
+        st = {k: v for k, v in state.items() if not k.startswith("_")}
+        rings = {v: state[f"_ring.{v.name}"] for v in self.plan.head_inputs}
+        outs = []
+        start = 0
+        for i, c in enumerate(cuts):
+            piece = x[..., start:c]
+            start = c
+            env, st = self.program.run(piece, st, self._mode)
+            for v in self.plan.head_inputs:
+                d = self.plan.by_node[v].tdim
+                f = spec.frames[v.name]
+                r = torch.cat([rings[v], env[v]], dim=d)
+                rings[v] = r.narrow(d, r.shape[d] - f, f)
+            if i < len(ends):
+                outs.append(self._emit(st, rings, env))
+        new = dict(st)
+        for v, r in rings.items():
+            new[f"_ring.{v.name}"] = r
+        new["_t"] = state["_t"] + n
+        if outs:
+            y = torch.stack(outs, dim=1)
+        else:
+            y = torch.zeros((x.shape[0], 0, *self._out_shape[1:]), dtype=self.dtype, device=self.device)
+        return y, new
+
+    def _emit(self, st: State, rings: dict, env: dict) -> Tensor:
+        """Window output: committed features plus the right edge computed now (flush on a copy)."""
+        assert self.spec is not None
+        probe = self._like.new_zeros((next(iter(rings.values())).shape[0] if rings else 1, *self.input_frame_shape, 0))
+        penv, _ = self.program.run(probe, st, "flush")
+        feats = {}
+        for v, r in rings.items():
+            d = self.plan.by_node[v].tdim
+            f = self.spec.frames[v.name]
+            full = torch.cat([r, penv[v]], dim=d)
+            feats[v] = full.narrow(d, full.shape[d] - f, f)
+        return self.program.head(feats, env)
+
+    @torch.no_grad()
+    def flush(self, state: State) -> tuple[Tensor, State]:
+        """End of the signal: emit what the right-edge padding still owes; returns a fresh state.
+
+        In window mode nothing is owed (every window's edge is already computed): the output is empty.
+        """
+        self._check_state(state, None)
+        b = state_batch(state)
+        if self.spec is not None:
+            y = torch.zeros((b, 0, *self._out_shape[1:]), dtype=self.dtype, device=self.device)
+            return y, dict(state)
+        x = torch.zeros((b, *self.input_frame_shape, 0), dtype=self.dtype, device=self.device)
+        env, _ = self.program.run(x, state, "flush")
+        return env[self.plan.output_arg], self.init_state(b)
+
+    # ------------------------------------------------------------------ convenience
+    def run(self, signal: Tensor, chunk: int | Iterable[int] | None = None, state: State | None = None) -> Tensor:
+        """Stream a whole signal (in chunks of ``chunk`` samples, or the given chunk lengths) and return all
+        outputs concatenated (continuous mode: including :meth:`flush`)."""
+        if signal.dim() == len(self.input_frame_shape) + 1:
+            signal = signal.unsqueeze(0)
+        st = state if state is not None else self.init_state(signal.shape[0])
+        n = signal.shape[-1]
+        if chunk is None:
+            lengths = [self.hop or n]
+        elif isinstance(chunk, int):
+            lengths = [chunk]
+        else:
+            lengths = list(chunk)
+        outs, pos, i = [], 0, 0
+        while pos < n:
+            c = max(1, lengths[i % len(lengths)]) if lengths[i % len(lengths)] else 0
+            y, st = self.step(signal[..., pos : pos + c], st)
+            outs.append(y)
+            pos += c
+            i += 1
+        if self.spec is None:
+            y, _ = self.flush(st)
+            outs.append(y)
+            return torch.cat(outs, dim=self.out_tdim)
+        return torch.cat(outs, dim=1) if outs else torch.zeros((signal.shape[0], 0, *self._out_shape[1:]))
+
+    def reference(self, x_ext: Tensor) -> Any:
+        """Window mode: the model on windows extended to the left (signal padding), features cropped to
+        the window before the head. ``x_ext`` has ``window + k * period`` samples, k >= 0."""
+        if self.spec is None:
+            raise ThinkonceError("reference() is defined for window mode only")
+        return extended_window_forward(self.plan, self.spec, x_ext)
+
+    @property
+    def extension(self) -> int:
+        """Window mode: left context (samples) that makes the window features exact."""
+        if self.spec is None:
+            raise ThinkonceError("extension is defined for window mode only")
+        return self.spec.extension
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per graph node: kind, time axis, stride (input samples per frame), receptive field."""
+        rows = []
+        for p in self.plan.nodes:
+            rows.append({
+                "node": p.node.name,
+                "target": str(p.node.target),
+                "kind": p.kind,
+                "stride": None if p.rate is None else str(p.rate),
+                "receptive_field": None if not p.temporal else str(p.rf),
+                "op": None if p.op is None else p.op.kind,
+            })
+        return rows
+
+    def __repr__(self) -> str:
+        mode = "continuous" if self.spec is None else f"window={self.window}, hop={self.hop}, edge={self.edge!r}"
+        return f"Stream({type(self.model).__name__}, {mode}, delay={self.delay})"
+
+
+def stream(
+    model: nn.Module,
+    *,
+    window: int | None = None,
+    hop: int | None = None,
+    example_input: Tensor | None = None,
+    edge: str = "exact",
+    allow_nonfinite: bool = False,
+) -> Stream:
+    """Convert a trained model (in eval mode) into a :class:`Stream`. The model is not modified.
+
+    ``window=None``: continuous mode, exact against ``model(signal)``. ``window=W, hop=H``: window mode
+    (StreamiNNC); ``edge="exact"`` recomputes the few right-edge frames that zero padding made
+    provisional, ``edge="stale"`` reuses them as the paper's code does (cheaper, approximate).
+    """
+    return Stream(model, window=window, hop=hop, example_input=example_input, edge=edge, allow_nonfinite=allow_nonfinite)

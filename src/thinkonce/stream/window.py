@@ -1,0 +1,98 @@
+"""Window semantics (StreamiNNC): window W, hop H, pooling alignment and the exact reference.
+
+A model trained on windows of W samples is run every H samples. The stream computes, per layer, only
+the frames the new H samples add, and runs the head on a buffer of the window's features. Its outputs
+equal :func:`extended_window_forward` - the model run on the window extended to the left by real
+signal (signal padding), with the features cropped back to the window before the head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import Tensor
+
+from ..errors import AlignmentError
+from .convert import Plan
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    window: int
+    hop: int
+    period: int  # the trunk's stride period: every strided value realigns after this many samples
+    extension: int  # left context in samples that makes window features exact (>= receptive field)
+    frames: dict[str, int]  # frames of each buffered value inside one window
+
+
+def stride_period(plan: Plan) -> tuple[int, str]:
+    """Least number of input samples after which every value of the trunk is on a frame boundary.
+
+    Returns the period and the name of the node that sets it (for error messages).
+    """
+    period, who = 1, ""
+    for p in plan.nodes:
+        if p.temporal and p.rate is not None:
+            num = Fraction(p.rate).numerator
+            new = period * num // math.gcd(period, num)
+            if new != period:
+                period, who = new, p.node.name
+    return period, who
+
+
+def check_alignment(hop: int, period: int, who: str) -> None:
+    """Raise if the hop does not keep pooling/stride alignment (frames of consecutive windows must coincide)."""
+    if hop % period:
+        allowed = ", ".join(str(period * k) for k in range(1, 5))
+        raise AlignmentError(
+            f"hop={hop} breaks pooling alignment: the network downsamples by {period} (up to node '{who}'), "
+            f"so consecutive windows would see differently aligned frames. Allowed hops are multiples of "
+            f"{period}: {allowed}, ..."
+        )
+
+
+def window_spec(plan: Plan, window: int, hop: int) -> WindowSpec:
+    if window <= 0 or hop <= 0:
+        raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
+    if hop > window:
+        raise ValueError(f"hop={hop} is larger than window={window}: windows would not overlap; nothing to reuse")
+    period, who = stride_period(plan)
+    check_alignment(hop, period, who)
+    rf = max((plan.by_node[v].rf for v in plan.head_inputs), default=Fraction(1))
+    ext = math.ceil(rf)
+    ext = max(period, -(-ext // period) * period)
+    frames = {}
+    for v in plan.head_inputs:
+        shape = plan.example_shapes[v]
+        frames[v.name] = int(shape[plan.by_node[v].tdim])
+    return WindowSpec(window, hop, period, ext, frames)
+
+
+class _CroppingInterpreter(fx.Interpreter):
+    def __init__(self, plan: Plan, frames: dict[str, int]) -> None:
+        super().__init__(plan.gm)
+        self.plan = plan
+        self.frames = frames
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        f = self.frames.get(n.name)
+        if f is not None:
+            d = self.plan.by_node[n].tdim
+            out = out.narrow(d, out.shape[d] - f, f)
+        return out
+
+
+def extended_window_forward(plan: Plan, spec: WindowSpec, x_ext: Tensor) -> Any:
+    """Run the model on windows extended to the left, cropping features to the window before the head.
+
+    This is signal padding: ``x_ext`` holds ``extension`` samples of real signal (or more) before each
+    window; the layers' zero padding then only touches the extension, which the crop removes.
+    """
+    with torch.no_grad():
+        return _CroppingInterpreter(plan, spec.frames).run(x_ext)
