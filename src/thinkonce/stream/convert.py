@@ -524,7 +524,9 @@ class Converter:
 
             op = SlidingOp(fn, k, s, 1, p, p, 0.0, c_in, None, kind="avgpool")
         span = d * (k - 1) + 1
-        return NodePlan(n, "temporal", tdim=2, rate=rate * s, rf=rf + (span - 1) * rate, op=op, temporal_args=targs)
+        # receptive field plus how far left padding pushes the first frame before the signal start
+        reach = (span - 1) * rate + max(op.pad_left - (span - 1), 0) * rate
+        return NodePlan(n, "temporal", tdim=2, rate=rate * s, rf=rf + reach, op=op, temporal_args=targs)
 
     def _fuse_padding(self) -> None:
         """Fold a constant time padding into the sliding op that alone consumes it (saves a state flag)."""

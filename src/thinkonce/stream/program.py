@@ -68,6 +68,14 @@ class Program:
                 if p.kind == "const":
                     self.consts[p.node] = self.calls[p.node](self.consts.__getitem__)
         self.trunk: list[NodePlan] = [p for p in plan.nodes if p.kind not in ("const", "head")]
+        # output shape of frame-wise nodes for an empty chunk (time axis of length 0)
+        self.empty_shapes: dict[fx.Node, tuple[int, ...]] = {}
+        for p in plan.nodes:
+            shape = plan.example_shapes.get(p.node)
+            if p.kind == "framewise" and isinstance(shape, tuple) and all(isinstance(e, int) for e in shape):
+                sh = list(shape)
+                sh[p.tdim] = 0
+                self.empty_shapes[p.node] = tuple(sh)
         self.prefixes = {p.node: p.node.name + "." for p in plan.nodes if p.op is not None}
 
     # ------------------------------------------------------------------ state
@@ -96,7 +104,16 @@ class Program:
                 env[n] = x
             elif kind == "alias":
                 env[n] = env[p.source]
-            elif kind in ("framewise", "dyn"):
+            elif kind == "framewise":
+                a = p.temporal_args[0]
+                src = env[a]
+                if isinstance(src, Tensor) and src.shape[self.plan.by_node[a].tdim] == 0 and n in self.empty_shapes:
+                    shape = list(self.empty_shapes[n])
+                    shape[0] = src.shape[0]
+                    env[n] = src.new_zeros(shape)  # some ops (conv) refuse empty inputs
+                else:
+                    env[n] = self.calls[n](look)
+            elif kind == "dyn":
                 env[n] = self.calls[n](look)
             else:
                 local = locals_.get(n.name, {})

@@ -1,6 +1,6 @@
 """The explicit state of a stream: a flat dict of batch-first tensors, saved without pickle.
 
-Keys are ``"<node>.<field>"`` for layer buffers, ``"_t"`` for the samples seen and ``"_ring.<node>"`` for
+Keys are ``"<node>.<field>"`` for layer buffers, ``"@t"`` for the samples seen and ``"@ring.<node>"`` for
 window-mode feature buffers. Every tensor has the batch as its first dimension, so that one state
 serves many streams and rows can be reset, gathered or saved independently.
 """
@@ -22,9 +22,9 @@ VERSION = "1"
 
 def state_batch(state: State) -> int:
     """The number of streams (rows) a state holds."""
-    t = state.get("_t")
+    t = state.get("@t")
     if t is None:
-        raise ValueError("not a thinkonce state: no '_t' entry (was it produced by Stream.init_state?)")
+        raise ValueError("not a thinkonce state: no '@t' entry (was it produced by Stream.init_state?)")
     return int(t.shape[0])
 
 

@@ -34,10 +34,25 @@ def _model_dtype(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 
 def _infer_channels(model: nn.Module) -> int | None:
-    for m in model.modules():
-        for attr in ("in_channels", "num_features", "in_features"):
-            if isinstance(getattr(m, attr, None), int):
-                return int(getattr(m, attr))
+    """Channels of the signal: those of the first channel-aware layer reached from the input."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:
+        return None
+    mods = dict(gm.named_modules())
+    frontier = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    seen = set()
+    while frontier:
+        n = frontier.pop(0)
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "call_module":
+            m = mods[n.target]
+            for attr in ("in_channels", "num_features"):
+                if isinstance(getattr(m, attr, None), int):
+                    return int(getattr(m, attr))
+        frontier.extend(n.users)
     return None
 
 
@@ -66,7 +81,12 @@ class Stream:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"thinkonce.stream expects an nn.Module, got {type(model).__name__}")
-        training = [name or "<root>" for name, m in model.named_modules() if m.training]
+        self.spec: WindowSpec | None = None
+        mode_dependent = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm)
+        training = [
+            name or "<root>" for name, m in model.named_modules()
+            if m.training and (m is model or isinstance(m, mode_dependent))
+        ]
         if training:
             raise ThinkonceError(
                 f"the model is in training mode (e.g. {training[0]!r}); BatchNorm and Dropout would not "
@@ -96,7 +116,6 @@ class Stream:
                     f"the model's output '{out.name}' has no time axis; in continuous mode the output must be "
                     "a sequence. Use window mode (window=W, hop=H) for per-window outputs."
                 )
-            self.spec: WindowSpec | None = None
             self.out_tdim = p.tdim
             self.out_rate = p.rate
             self._template = None
@@ -106,6 +125,8 @@ class Stream:
                 raise ValueError(f"example_input has {example.shape[-1]} samples but window={window}")
             self.spec = window_spec(self.plan, window, hop)
             self.delay = 0
+            p = self.spec.period
+            self._preroll_len = -(-(self.spec.extension + window) // p) * p
             self._template = self._preroll(1)
 
     # ------------------------------------------------------------------ construction helpers
@@ -140,10 +161,11 @@ class Stream:
         return int(owed * self.out_rate)
 
     def _preroll(self, batch: int, samples: int | None = None) -> State:
-        """Window-mode start state: the stream has seen ``extension`` zero samples (zero history)."""
+        """Window-mode start state: the stream has seen zeros long enough to fill every buffer (zero
+        history), a multiple of the stride period so that window frames stay aligned."""
         assert self.spec is not None
         st = self.program.init_state(batch, self._like)
-        n = self.spec.extension if samples is None else samples
+        n = self._preroll_len if samples is None else samples
         x = torch.zeros((batch, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
         with torch.no_grad():
             env, st = self.program.run(x, st, self._mode)
@@ -154,7 +176,7 @@ class Stream:
             shape = list(chunk.shape)
             shape[d] = f
             ring = torch.cat([chunk.new_zeros(shape), chunk], dim=d)
-            st[f"_ring.{v.name}"] = ring.narrow(d, ring.shape[d] - f, f)
+            st[f"@ring.{v.name}"] = ring.narrow(d, ring.shape[d] - f, f)
         return st
 
     @property
@@ -171,7 +193,7 @@ class Stream:
         else:
             assert self._template is not None
             st = {k: v.expand(batch, *v.shape[1:]).clone() for k, v in self._template.items()}
-        st["_t"] = torch.zeros(batch, dtype=torch.int64, device=self.device)
+        st["@t"] = torch.zeros(batch, dtype=torch.int64, device=self.device)
         return st
 
     def reset(self, state: State, rows: int | Sequence[int] | Tensor) -> State:
@@ -187,11 +209,11 @@ class Stream:
             return dict(state)
         if int(idx.min()) < 0 or int(idx.max()) >= b:
             raise StreamInputError(f"rows {idx.tolist()} out of range for a state of {b} streams")
-        t = int(state["_t"][0])
+        t = int(state["@t"][0])
         tmpl = self._zero_history(len(idx), t)
         new: State = {}
         for k, v in state.items():
-            if k == "_t":
+            if k == "@t":
                 new[k] = v
                 continue
             tv = tmpl.get(k)
@@ -216,16 +238,16 @@ class Stream:
                 _, st = self.program.run(x, st, "step")
             return st
         period = self.spec.period
-        n = self.spec.extension + (t % period)
+        n = self._preroll_len + (t % period)
         return self._preroll(batch, n) if t % period else self._preroll(batch)
 
     # ------------------------------------------------------------------ validation
     def _check_state(self, state: Any, batch: int | None) -> None:
-        if not isinstance(state, dict) or "_t" not in state:
+        if not isinstance(state, dict) or "@t" not in state:
             raise StreamInputError("state must be the dict returned by Stream.init_state() or a previous step")
-        if batch is not None and state["_t"].shape[0] != batch:
+        if batch is not None and state["@t"].shape[0] != batch:
             raise StreamInputError(
-                f"the chunk has batch {batch} but the state holds {state['_t'].shape[0]} streams; "
+                f"the chunk has batch {batch} but the state holds {state['@t'].shape[0]} streams; "
                 f"create the state with init_state(batch={batch})"
             )
 
@@ -261,10 +283,10 @@ class Stream:
         """
         self._check_chunk(x)
         self._check_state(state, x.shape[0])
-        t = int(state["_t"][0])
+        t = int(state["@t"][0])
         if self.spec is None:
             env, new = self.program.run(x, state, "step")
-            new["_t"] = state["_t"] + x.shape[-1]
+            new["@t"] = state["@t"] + x.shape[-1]
             return env[self.plan.output_arg], new
         return self._window_step(x, state, t)
 
@@ -279,8 +301,8 @@ class Stream:
         cuts = [e - t for e in ends]
         if not cuts or cuts[-1] != n:
             cuts.append(n)
-        st = {k: v for k, v in state.items() if not k.startswith("_")}
-        rings = {v: state[f"_ring.{v.name}"] for v in self.plan.head_inputs}
+        st = {k: v for k, v in state.items() if not k.startswith("@")}
+        rings = {v: state[f"@ring.{v.name}"] for v in self.plan.head_inputs}
         outs = []
         start = 0
         for i, c in enumerate(cuts):
@@ -296,8 +318,8 @@ class Stream:
                 outs.append(self._emit(st, rings, env))
         new = dict(st)
         for v, r in rings.items():
-            new[f"_ring.{v.name}"] = r
-        new["_t"] = state["_t"] + n
+            new[f"@ring.{v.name}"] = r
+        new["@t"] = state["@t"] + n
         if outs:
             y = torch.stack(outs, dim=1)
         else:

@@ -1,0 +1,104 @@
+"""Bad input gets a clear error naming the problem and the fix, and the state stays unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import thinkonce as to
+
+
+@pytest.fixture()
+def stream_and_state():
+    model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv1d(4, 1, 3)).eval()
+    s = to.stream(model, example_input=torch.zeros(1, 2, 32))
+    st = s.init_state(2)
+    _, st = s.step(torch.randn(2, 2, 10), st)
+    return s, st
+
+
+def _assert_unchanged(before: dict, after: dict) -> None:
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+
+
+@pytest.mark.parametrize(
+    "chunk, match",
+    [
+        (torch.randn(2, 10), r"chunk must have 3 dims \(batch, 2, time\)"),
+        (torch.randn(2, 3, 10), r"chunk has \(3,\) channels but the model expects \(2,\)"),
+        (torch.randn(2, 2, 10, dtype=torch.float64), r"dtype is torch.float64 .* convert with"),
+        (torch.randn(3, 2, 10), r"batch 3 but the state holds 2 streams"),
+        (torch.tensor([[[0.0, float("nan")]] * 2] * 2), r"NaN or Inf"),
+        (torch.tensor([[[0.0, float("inf")]] * 2] * 2), r"NaN or Inf"),
+        ([1.0, 2.0], r"must be a torch.Tensor"),
+    ],
+)
+def test_bad_chunks_raise_and_leave_state(stream_and_state, chunk, match) -> None:
+    s, st = stream_and_state
+    before = {k: v.clone() for k, v in st.items()}
+    with pytest.raises(to.StreamInputError, match=match):
+        s.step(chunk, st)
+    _assert_unchanged(before, st)
+
+
+def test_nonfinite_allowed_on_request() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 1, 3)).eval()
+    s = to.stream(model, example_input=torch.zeros(1, 1, 8), allow_nonfinite=True)
+    y, _ = s.step(torch.tensor([[[1.0, float("nan"), 1.0, 1.0]]]), s.init_state())
+    assert torch.isnan(y).any()
+
+
+def test_training_mode_model_is_refused() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 1, 3), nn.BatchNorm1d(1))
+    with pytest.raises(to.ThinkonceError, match=r"training mode .* model.eval\(\)"):
+        to.stream(model, example_input=torch.zeros(1, 1, 8))
+
+
+def test_unsupported_layer_named_with_path_and_type() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(1, 2, 3, padding=1, padding_mode="reflect")
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(to.UnsupportedNodeError, match=r"node 'conv' \(#1, module 'conv', type Conv1d\).*reflect"):
+        to.stream(Net().eval(), example_input=torch.zeros(1, 1, 16))
+
+
+def test_time_mixing_layer_needs_window_mode() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.AdaptiveAvgPool1d(1)).eval()
+    with pytest.raises(to.UnsupportedNodeError, match=r"AdaptiveAvgPool1d.*mixes the whole time axis.*window=W, hop=H"):
+        to.stream(model, example_input=torch.zeros(1, 1, 16))
+    to.stream(model, window=16, hop=4)  # fine as a window-mode head
+
+
+def test_unknown_function_names_register_framewise() -> None:
+    class Net(nn.Module):
+        def forward(self, x):
+            return torch.special.expit(x)
+
+    with pytest.raises(to.UnsupportedNodeError, match=r"register_framewise"):
+        to.stream(Net().eval(), example_input=torch.zeros(1, 1, 16))
+    to.register_framewise(torch.special.expit)
+    s = to.stream(Net().eval(), example_input=torch.zeros(1, 1, 16))
+    x = torch.randn(1, 1, 20)
+    torch.testing.assert_close(s.run(x, chunk=3), torch.special.expit(x))
+
+
+def test_reset_out_of_range(stream_and_state) -> None:
+    s, st = stream_and_state
+    with pytest.raises(to.StreamInputError, match="out of range"):
+        s.reset(st, [5])
+
+
+def test_bad_window_arguments() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.AdaptiveAvgPool1d(1)).eval()
+    with pytest.raises(ValueError, match="both window=W and hop=H"):
+        to.stream(model, window=16)
+    with pytest.raises(ValueError, match="larger than window"):
+        to.stream(model, window=16, hop=32)
