@@ -47,6 +47,10 @@ class StreamOp:
     #: short human name used in error messages and reports
     kind: str = "op"
 
+    def owes_at_end(self) -> bool:
+        """Whether the op can still emit frames when the stream ends (right padding, held frames)."""
+        return True
+
     def init_state(self, batch: int, like: Tensor) -> State:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -78,6 +82,9 @@ class SlidingOp(StreamOp):
     @property
     def span(self) -> int:
         return self.dilation * (self.kernel - 1) + 1
+
+    def owes_at_end(self) -> bool:
+        return self.pad_right > 0
 
     def init_state(self, batch: int, like: Tensor) -> State:
         buf = like.new_full((batch, self.in_channels, self.pad_left), self.pad_value)
@@ -115,7 +122,8 @@ class SlidingOp(StreamOp):
             buf = buf[:, :, real:]
         if mode == "flush":
             buf = buf[:, :, :0]
-        return y, {"buf": buf, "skip": torch.full_like(st["skip"], skip)}
+        old = st["skip"]
+        return y, {"buf": buf, "skip": old if skip == 0 and not bool(old.any()) else torch.full_like(old, skip)}
 
 
 @dataclass
@@ -255,6 +263,9 @@ class UpsampleOp(StreamOp):
     def init_state(self, batch: int, like: Tensor) -> State:
         return {}
 
+    def owes_at_end(self) -> bool:
+        return False
+
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
         return torch.repeat_interleave(x, self.factor, dim=self.dim), st
@@ -266,6 +277,9 @@ class ChainOp(StreamOp):
 
     ops: tuple[StreamOp, ...]
     kind: str = "chain"
+
+    def owes_at_end(self) -> bool:
+        return any(op.owes_at_end() for op in self.ops)
 
     def init_state(self, batch: int, like: Tensor) -> State:
         st: State = {}
@@ -295,6 +309,9 @@ class AlignQueues(StreamOp):
 
     dims: tuple[int, ...]  # time axis of each temporal input
     kind: str = "align"
+
+    def owes_at_end(self) -> bool:
+        return False  # queues only wait for the other branches, which are counted themselves
 
     def init_state(self, batch: int, like: Tensor) -> State:
         return {}  # an absent queue is empty; queues appear only while a branch is ahead

@@ -105,6 +105,7 @@ class Stream:
         self.plan: Plan = Converter(self.model, example, window).convert()
         self.program = Program(self.plan)
         self._like = torch.empty(0, dtype=self.dtype, device=self.device)
+        self._owes_edge = any(p.op.owes_at_end() for p in self.plan.nodes if p.op is not None)
         out = self.plan.output_arg
         if not isinstance(out, torch.fx.Node):
             raise UnsupportedNodeError("the model returns a tuple/dict; a stream needs a single tensor output")
@@ -329,6 +330,8 @@ class Stream:
     def _emit(self, st: State, rings: dict, env: dict) -> Tensor:
         """Window output: committed features plus the right edge computed now (flush on a copy)."""
         assert self.spec is not None
+        if not self._owes_edge:  # causal trunk: every frame of the window is already final
+            return self.program.head({v: r for v, r in rings.items()}, env)
         probe = self._like.new_zeros((next(iter(rings.values())).shape[0] if rings else 1, *self.input_frame_shape, 0))
         penv, _ = self.program.run(probe, st, "flush")
         feats = {}

@@ -1,0 +1,116 @@
+"""Command line: ``thinkonce demo`` (the main job), ``thinkonce verify``, ``thinkonce describe``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, help="Make convolutional networks think each activation once on live signals.")
+console = Console()
+
+#: reference networks: name -> (factory, channels, window, hop)
+BUILTIN = {
+    "ppg_hr": ("thinkonce.models:ppg_hr", 1, 256, 64),
+    "eeg_seizure": ("thinkonce.models:eeg_seizure", 18, 1024, 256),
+    "acc_seizure": ("thinkonce.models:acc_seizure", 4, 960, 160),
+}
+
+
+def _builtin(name: str):
+    import importlib
+
+    if name not in BUILTIN:
+        raise typer.BadParameter(f"unknown model {name!r}; choose one of {', '.join(BUILTIN)}")
+    path, c, w, h = BUILTIN[name]
+    mod, fn = path.split(":")
+    factory = getattr(importlib.import_module(mod), fn)
+    model = factory(pretrained=True) if name == "ppg_hr" else factory()
+    return model.eval(), c, w, h
+
+
+@app.command()
+def demo(
+    seconds: float = typer.Option(300.0, help="length of the simulated PPG recording"),
+    seed: int = typer.Option(7, help="simulation seed"),
+    plot: Path = typer.Option(Path("thinkonce_demo.png"), help="where to save the heart-rate plot"),
+    rows: int = typer.Option(12, help="windows shown in the table"),
+) -> None:
+    """Stream the shipped PPG heart-rate network over a simulated recording, next to normal inference."""
+    from .demo import FS, HOP, WINDOW, plot_demo, run_demo
+
+    console.print(
+        f"[bold]thinkonce demo[/]: PPG heart-rate network (DESIGN.md), window {WINDOW} / hop {HOP} at {FS:.0f} Hz, "
+        f"{seconds:.0f} s simulated recording (seed {seed})"
+    )
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("streaming hops", total=None)
+        res = run_demo(seconds, seed, progress=lambda i, n: bar.update(task, completed=i, total=n))
+
+    table = Table(title="Per-window heart rate (bpm)")
+    for col in ("window end (s)", "ground truth", "normal windowed", "stream", "stream - normal"):
+        table.add_column(col, justify="right")
+    step = max(1, len(res.t_s) // rows)
+    for i in range(0, len(res.t_s), step):
+        table.add_row(f"{res.t_s[i]:.0f}", f"{res.hr_true[i]:.1f}", f"{res.hr_normal[i]:.1f}", f"{res.hr_stream[i]:.1f}",
+                      f"{res.hr_stream[i] - res.hr_normal[i]:+.2f}")
+    console.print(table)
+
+    summary = Table(title=f"Per hop, {len(res.t_s)} windows, batch 1, one thread")
+    summary.add_column("")
+    summary.add_column("normal windowed", justify="right")
+    summary.add_column("thinkonce stream", justify="right")
+    summary.add_column("ratio", justify="right")
+    summary.add_row("MACs per hop", f"{res.macs_normal:,}", f"{res.macs_stream:,}", f"{res.macs_normal / res.macs_stream:.2f}x")
+    summary.add_row("median time per hop (us)", f"{res.us_normal:.0f}", f"{res.us_stream:.0f}", f"{res.us_normal / res.us_stream:.2f}x")
+    summary.add_row("HR MAE vs ground truth (bpm)", f"{res.mae_normal:.2f}", f"{res.mae_stream:.2f}", "")
+    summary.add_row("state per stream (bytes)", "-", f"{res.state_bytes:,}", "")
+    console.print(summary)
+    console.print(f"stream vs normal windowed inference: NRMSE {100 * res.nrmse:.3f}%, max |d| {res.max_abs_bpm:.3f} bpm")
+    out = plot_demo(res, plot)
+    console.print(f"plot saved to [bold]{out}[/]")
+
+
+@app.command()
+def verify(
+    model: str = typer.Argument("ppg_hr", help=f"reference network: {', '.join(BUILTIN)}"),
+    seconds: float = typer.Option(120.0, help="length of the random test signal"),
+    edge: str = typer.Option("exact", help="exact | stale"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Deviation of the window stream from normal windowed inference on a random signal."""
+    import torch
+
+    from . import stream as make_stream
+    from . import verify as run_verify
+
+    m, c, w, h = _builtin(model)
+    fs = {"ppg_hr": 32, "eeg_seizure": 256, "acc_seizure": 32}[model]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(c, int(seconds * fs), generator=g)
+    s = make_stream(m, window=w, hop=h, edge=edge)
+    rep = run_verify(m, s, x)
+    console.print(str(rep))
+
+
+@app.command()
+def describe(model: str = typer.Argument("ppg_hr", help=f"reference network: {', '.join(BUILTIN)}")) -> None:
+    """How each node of a reference network is streamed (kind, stride, receptive field)."""
+    from . import stream as make_stream
+
+    m, c, w, h = _builtin(model)
+    s = make_stream(m, window=w, hop=h)
+    table = Table(title=f"{model}: window {w}, hop {h}, extension {s.extension}")
+    for col in ("node", "target", "kind", "stride", "receptive field", "op"):
+        table.add_column(col)
+    for r in s.describe():
+        table.add_row(*(str(r[k]) if r[k] is not None else "" for k in ("node", "target", "kind", "stride", "receptive_field", "op")))
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
