@@ -18,6 +18,7 @@ from torch import Tensor
 from ..errors import StreamInputError, ThinkonceError, UnsupportedNodeError
 from .convert import Converter, Plan
 from .program import Program
+from .backends import BACKENDS, TracedSteps, export_step
 from .state import State, state_batch
 from .window import WindowSpec, extended_window_forward, window_spec
 
@@ -78,6 +79,7 @@ class Stream:
         example_input: Tensor | None = None,
         edge: str = "exact",
         allow_nonfinite: bool = False,
+        backend: str = "eager",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"thinkonce.stream expects an nn.Module, got {type(model).__name__}")
@@ -96,9 +98,13 @@ class Stream:
             raise ValueError("window mode needs both window=W and hop=H (or neither, for continuous mode)")
         if edge not in EDGES:
             raise ValueError(f"edge must be one of {EDGES}, got {edge!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.window, self.hop, self.edge = window, hop, edge
         self.allow_nonfinite = allow_nonfinite
         self.model = copy.deepcopy(model)  # the stream never sees later changes to the user's model
+        self.model.requires_grad_(False)  # inference only: weights become constants of traced steps
         self.dtype, self.device = _model_dtype(self.model)
         example = self._example(example_input)
         self.input_frame_shape = tuple(example.shape[1:-1])  # (channels, ...) of one frame
@@ -121,6 +127,10 @@ class Stream:
             self.out_rate = p.rate
             self._template = None
             self.delay = self._measure_delay()
+            period = max(Fraction(p.rate).numerator for p in self.plan.nodes if p.temporal and p.rate is not None)
+            rf = int(max(p.rf for p in self.plan.nodes if p.temporal)) + 1
+            self._period = period
+            self._stable = -(-2 * rf // period) * period  # after this many samples the layout is periodic
         else:
             if window != example.shape[-1]:
                 raise ValueError(f"example_input has {example.shape[-1]} samples but window={window}")
@@ -129,6 +139,9 @@ class Stream:
             p = self.spec.period
             self._preroll_len = -(-(self.spec.extension + window) // p) * p
             self._template = self._preroll(1)
+            self._period = self.spec.period
+        self._init_keys = set(self.init_state(1))
+        self._traced = TracedSteps(self, backend) if backend != "eager" else None
 
     # ------------------------------------------------------------------ construction helpers
     def _example(self, example_input: Tensor | None) -> Tensor:
@@ -246,6 +259,11 @@ class Stream:
     def _check_state(self, state: Any, batch: int | None) -> None:
         if not isinstance(state, dict) or "@t" not in state:
             raise StreamInputError("state must be the dict returned by Stream.init_state() or a previous step")
+        missing = getattr(self, "_init_keys", set()) - set(state)
+        if missing:
+            raise StreamInputError(
+                f"state does not belong to this stream: missing {sorted(missing)[:3]}; use this stream's init_state()"
+            )
         if batch is not None and state["@t"].shape[0] != batch:
             raise StreamInputError(
                 f"the chunk has batch {batch} but the state holds {state['@t'].shape[0]} streams; "
@@ -284,12 +302,55 @@ class Stream:
         """
         self._check_chunk(x)
         self._check_state(state, x.shape[0])
+        if self._traced is not None:
+            return self._traced.step(x, state)
+        return self._step_impl(x, state)
+
+    def _step_impl(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The step without validation (the code that backends trace)."""
         t = int(state["@t"][0])
         if self.spec is None:
             env, new = self.program.run(x, state, "step")
             new["@t"] = state["@t"] + x.shape[-1]
             return env[self.plan.output_arg], new
         return self._window_step(x, state, t)
+
+    def _trace_key(self, n: int, state: State) -> tuple | None:
+        """What the step's control flow depends on; None during warm-up (run eagerly)."""
+        t = int(state["@t"][0])
+        if self.spec is None:
+            return None if t < self._stable else (n, t % self._period)
+        if t < self.spec.window:
+            return None
+        return (n, t % self.spec.hop)
+
+    def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17) -> dict[str, Any]:
+        """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``.
+
+        The graph is the steady-state step for chunks of ``chunk`` samples (default: the hop in window
+        mode, the stride period in continuous mode); it must be a multiple of the stride period, so that
+        every call sees the same phase. The batch axis is dynamic. Feed it a state from
+        :meth:`init_state` after the first window (window mode) or after :attr:`warmup` samples
+        (continuous mode), and its outputs back as the next state. Returns the input/output names.
+        """
+        n = chunk if chunk is not None else (self.hop if self.spec is not None else self._period)
+        if n % self._period:
+            raise ValueError(f"chunk={n} must be a multiple of the stride period {self._period} for export")
+        b = batch or 1
+        st = self.init_state(b)
+        warm = self.warmup
+        with torch.no_grad():
+            _, st = self._step_impl(torch.zeros((b, *self.input_frame_shape, warm), dtype=self.dtype), st)
+        x = torch.zeros((b, *self.input_frame_shape, n), dtype=self.dtype)
+        ins, outs = export_step(self, x, st, path, opset=opset)
+        return {"inputs": ins, "outputs": outs, "chunk": n, "warmup": warm}
+
+    @property
+    def warmup(self) -> int:
+        """Samples after which every step of a period-multiple chunk has the same state layout."""
+        if self.spec is not None:
+            return self.spec.window
+        return self._stable
 
     def _window_step(self, x: Tensor, state: State, t: int) -> tuple[Tensor, State]:
         spec = self.spec
@@ -425,11 +486,15 @@ def stream(
     example_input: Tensor | None = None,
     edge: str = "exact",
     allow_nonfinite: bool = False,
+    backend: str = "eager",
 ) -> Stream:
     """Convert a trained model (in eval mode) into a :class:`Stream`. The model is not modified.
 
     ``window=None``: continuous mode, exact against ``model(signal)``. ``window=W, hop=H``: window mode
     (StreamiNNC); ``edge="exact"`` recomputes the few right-edge frames that zero padding made
     provisional, ``edge="stale"`` reuses them as the paper's code does (cheaper, approximate).
+    ``backend``: ``"eager"`` (PyTorch ops from Python), ``"compiled"`` (each steady-state step traced and
+    frozen with TorchScript) or ``"onnx"`` (the same graph run by onnxruntime); same outputs and state.
     """
-    return Stream(model, window=window, hop=hop, example_input=example_input, edge=edge, allow_nonfinite=allow_nonfinite)
+    return Stream(model, window=window, hop=hop, example_input=example_input, edge=edge,
+                  allow_nonfinite=allow_nonfinite, backend=backend)

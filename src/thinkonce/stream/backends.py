@@ -1,0 +1,139 @@
+"""Step backends: the same step, run by eager PyTorch, by TorchScript, or by onnxruntime.
+
+Eager PyTorch spends most of a small step in per-op Python overhead. A step's control flow depends
+only on the chunk length and on the stream's phase (samples seen modulo the stride period, and where
+the window ends fall), never on the data; so for each such *key* the step is traced once into a
+static graph of tensor ops, with the state tensors as explicit inputs and outputs:
+
+* ``"compiled"`` - the traced graph frozen by TorchScript (runs in-process, no Python per op);
+* ``"onnx"``     - the traced graph exported to ONNX (opset 17, dynamic batch) and run by onnxruntime.
+
+Keys that occur only during warm-up fall back to the eager step, so outputs and state layout are
+identical across backends (tests check it).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .state import State
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stream import Stream
+
+BACKENDS = ("eager", "compiled", "onnx")
+
+
+class _StepModule(nn.Module):
+    """``forward(x, *state_tensors) -> (y, *new_state_tensors)`` for one key, in a fixed key order."""
+
+    def __init__(self, stream: "Stream", keys_in: list[str], keys_out: list[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        self.keys_in, self.keys_out = keys_in, keys_out
+
+    def forward(self, x: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        state = dict(zip(self.keys_in, tensors))
+        y, new = self.stream._step_impl(x, state)
+        return (y, *[new[k] for k in self.keys_out])
+
+
+def _layout(state: State) -> tuple:
+    return tuple(sorted((k, tuple(v.shape[1:]), v.dtype) for k, v in state.items()))
+
+
+class TracedSteps:
+    """Per-key traced steps (TorchScript or onnxruntime), created lazily and cached."""
+
+    def __init__(self, stream: "Stream", kind: str) -> None:
+        if kind not in ("compiled", "onnx"):
+            raise ValueError(kind)
+        self.stream = stream
+        self.kind = kind
+        self.cache: dict[tuple, Callable[[Tensor, State], tuple[Tensor, State]]] = {}
+        self.lock = threading.Lock()
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        key = self.stream._trace_key(x.shape[-1], state)
+        if key is None:
+            return self.stream._step_impl(x, state)
+        key = (key, _layout(state))
+        fn = self.cache.get(key)
+        if fn is None:
+            with self.lock:
+                fn = self.cache.get(key) or self._build(x, state)
+                self.cache[key] = fn
+        return fn(x, state)
+
+    def _build(self, x: Tensor, state: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+        keys_in = sorted(state)
+        _, probe = self.stream._step_impl(x, state)
+        keys_out = sorted(probe)
+        mod = _StepModule(self.stream, keys_in, keys_out).eval()
+        args = (x, *[state[k] for k in keys_in])
+        if self.kind == "compiled":
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(mod, args, check_trace=False)
+                traced = torch.jit.freeze(traced)
+
+            def run(x: Tensor, state: State) -> tuple[Tensor, State]:
+                out = traced(x, *[state[k] for k in keys_in])
+                return out[0], dict(zip(keys_out, out[1:]))
+
+            return run
+        return _onnx_runner(mod, args, keys_in, keys_out)
+
+
+def export_step(stream: "Stream", chunk: Tensor, state: State, f: Any, opset: int = 17) -> tuple[list[str], list[str]]:
+    """Export the step for this chunk length and phase to ONNX: inputs ``x`` + state, outputs ``y`` + state."""
+    keys_in = sorted(state)
+    _, probe = stream._step_impl(chunk, state)
+    keys_out = sorted(probe)
+    mod = _StepModule(stream, keys_in, keys_out).eval()
+    args = (chunk, *[state[k] for k in keys_in])
+    in_names = ["x"] + [f"state.{k}" for k in keys_in]
+    out_names = ["y"] + [f"new_state.{k}" for k in keys_out]
+    dyn = {n: {0: "batch"} for n in in_names + out_names}
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX form
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(mod, args, f, input_names=in_names, output_names=out_names, dynamic_axes=dyn,
+                              opset_version=opset, dynamo=False)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
+    return in_names, out_names
+
+
+def _onnx_runner(mod: nn.Module, args: tuple, keys_in: list[str], keys_out: list[str]):
+    import numpy as np
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    export_step(mod.stream, args[0], dict(zip(keys_in, args[1:])), buf)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    in_names = [i.name for i in sess.get_inputs()]
+    # ONNX drops inputs that the graph does not use; feed only those it kept
+    feed_keys = [(n, n[len("state."):]) for n in in_names if n.startswith("state.")]
+
+    def run(x: Tensor, state: State) -> tuple[Tensor, State]:
+        feed = {"x": x.detach().cpu().numpy()} if "x" in in_names else {}
+        for name, k in feed_keys:
+            feed[name] = state[k].detach().cpu().numpy()
+        outs = sess.run(None, feed)
+        new = {k: torch.from_numpy(np.ascontiguousarray(o)) for k, o in zip(keys_out, outs[1:])}
+        return torch.from_numpy(outs[0]), new
+
+    return run

@@ -1,0 +1,106 @@
+"""Backends (eager, compiled, onnx) give the same outputs and states; the exported ONNX step runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import thinkonce as to
+
+
+class ResNet(nn.Module):
+    """Residual branch with look-ahead, strided conv, pooling, then a transposed conv or a mean head."""
+
+    def __init__(self, head: bool) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 8, 5, padding=2)
+        self.c2 = nn.Conv1d(8, 8, 3, padding=1, dilation=1)
+        self.c3 = nn.Conv1d(8, 8, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool1d(2)
+        self.up = nn.ConvTranspose1d(8, 8, 4, stride=2, padding=1)
+        self.head = head
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x))
+        h = h + F.relu(self.c2(h))
+        h = self.pool(F.relu(self.c3(h)))
+        if self.head:
+            return self.fc(h.mean(dim=-1))
+        return self.up(h)
+
+
+@pytest.mark.parametrize("backend", ["compiled", "onnx"])
+@pytest.mark.parametrize("window", [None, 64])
+def test_backends_match_eager(backend: str, window: int | None) -> None:
+    torch.manual_seed(0)
+    model = ResNet(head=window is not None).eval()
+    kw = {"window": window, "hop": 16} if window else {}
+    eager = to.stream(model, example_input=torch.zeros(1, 2, window or 64), **kw)
+    other = to.stream(model, example_input=torch.zeros(1, 2, window or 64), backend=backend, **kw)
+    x = torch.randn(3, 2, 400)
+    se, so = eager.init_state(3), other.init_state(3)
+    chunk = 16 if window else 4
+    for pos in range(0, 400, chunk):
+        ye, se = eager.step(x[..., pos : pos + chunk], se)
+        yo, so = other.step(x[..., pos : pos + chunk], so)
+        torch.testing.assert_close(yo, ye, rtol=1e-5, atol=1e-5)
+        assert se.keys() == so.keys()
+        for k in se:
+            torch.testing.assert_close(so[k], se[k], rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from([0, 1, 3, 4, 8, 13]), min_size=5, max_size=30))
+def test_compiled_under_random_chunkings(chunks) -> None:
+    torch.manual_seed(1)
+    model = ResNet(head=False).eval()
+    s = to.stream(model, example_input=torch.zeros(1, 2, 64), backend="compiled")
+    n = sum(chunks)
+    x = torch.randn(2, 2, max(n, 1))
+    if n == 0:
+        return
+    y = s.run(x, chunk=chunks)
+    torch.testing.assert_close(y, model(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 64])
+def test_export_onnx_runs_in_onnxruntime_with_dynamic_batch(tmp_path, window) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    torch.manual_seed(2)
+    model = ResNet(head=window is not None).eval()
+    kw = {"window": window, "hop": 16} if window else {}
+    s = to.stream(model, example_input=torch.zeros(1, 2, window or 64), **kw)
+    info = s.export_onnx(str(tmp_path / "step.onnx"))
+    m = onnx.load(str(tmp_path / "step.onnx"))
+    onnx.checker.check_model(m)
+    assert m.opset_import[0].version >= 17
+    sess = ort.InferenceSession(str(tmp_path / "step.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    B, n = 5, info["chunk"]
+    x = torch.randn(B, 2, info["warmup"] + 12 * n)
+    state = s.init_state(B)
+    _, state = s.step(x[..., : info["warmup"]], state)
+    onnx_state = {k: v.numpy() for k, v in state.items()}
+    for pos in range(info["warmup"], x.shape[-1], n):
+        chunk = x[..., pos : pos + n]
+        y_ref, state = s.step(chunk, state)
+        feed = {"x": chunk.numpy()} if "x" in names else {}
+        feed.update({nm: onnx_state[nm[len("state."):]] for nm in names if nm.startswith("state.")})
+        outs = sess.run(None, feed)
+        np.testing.assert_allclose(outs[0], y_ref.numpy(), rtol=1e-5, atol=1e-5)
+        onnx_state = {k[len("new_state."):]: o for k, o in zip(info["outputs"][1:], outs[1:])}
+
+
+def test_export_refuses_chunk_breaking_phase(tmp_path) -> None:
+    model = ResNet(head=False).eval()
+    s = to.stream(model, example_input=torch.zeros(1, 2, 64))
+    with pytest.raises(ValueError, match="multiple of the stride period 4"):
+        s.export_onnx(str(tmp_path / "x.onnx"), chunk=6)
