@@ -135,7 +135,7 @@ def _smooth_gate(
     k = max(1, int(ramp_s * fs))
     win = np.hanning(k + 2)[1:-1].astype(np.float32)
     win /= win.sum()
-    return np.convolve(gate, win, mode="same").astype(np.float32)
+    return ssignal.convolve(gate, win, mode="same").astype(np.float32)  # len(gate) samples
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:

@@ -271,14 +271,14 @@ def place_blocks(
     """
     lengths = np.asarray(lengths_s, dtype=np.float64)
     k = lengths.size
+    if k == 0:
+        return []
     spare = duration_s - lengths.sum() - (k + 1) * min_gap_s
     if spare < 0:
         raise ValueError(
             f"{k} blocks totalling {lengths.sum():.1f} s with gaps of {min_gap_s} s do not fit in "
             f"{duration_s} s"
         )
-    if k == 0:
-        return []
     order = rng.permutation(k)
     cuts = np.sort(rng.uniform(0.0, spare, size=k))
     extra = np.diff(np.concatenate(([0.0], cuts)))  # extra gap before each block, in order
