@@ -162,3 +162,25 @@ def test_window_flush_is_empty() -> None:
     s = to.stream(m, window=128, hop=32)
     y, _ = s.flush(s.init_state(2))
     assert y.shape == (2, 0, 5)
+
+
+def test_misaligned_hop_runs_when_allowed_and_deviates() -> None:
+    torch.manual_seed(4)
+    m = SmallNet().eval()
+    s = to.stream(m, window=128, hop=12, allow_misaligned=True)
+    x = torch.randn(1, 3, 128 + 12 * 8)
+    y = s.run(x)
+    assert y.shape == (1, 9, 5)
+    rep = to.verify(m, s, x[0])
+    assert rep.max_abs_error > 1e-4
+
+
+def test_approximate_baseline_is_chunked_zero_padded_inference() -> None:
+    torch.manual_seed(5)
+    m = SmallNet().eval()
+    s = to.stream(m, window=128, hop=32)
+    x = torch.randn(2, 3, 128)
+    with torch.no_grad():
+        feats = torch.cat([m.trunk(x[..., k : k + 32]) for k in range(0, 128, 32)], dim=-1)
+        hand = m.fc(torch.flatten(feats, 1))
+    torch.testing.assert_close(s.approximate(x), hand, rtol=0, atol=1e-6)

@@ -20,7 +20,7 @@ from .convert import Converter, Plan
 from .program import Program
 from .backends import BACKENDS, TracedSteps, export_step
 from .state import State, state_batch
-from .window import WindowSpec, extended_window_forward, window_spec
+from .window import WindowSpec, approximate_window_forward, extended_window_forward, window_spec
 
 EDGES = ("exact", "stale")
 
@@ -80,6 +80,7 @@ class Stream:
         edge: str = "exact",
         allow_nonfinite: bool = False,
         backend: str = "eager",
+        allow_misaligned: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"thinkonce.stream expects an nn.Module, got {type(model).__name__}")
@@ -134,7 +135,7 @@ class Stream:
         else:
             if window != example.shape[-1]:
                 raise ValueError(f"example_input has {example.shape[-1]} samples but window={window}")
-            self.spec = window_spec(self.plan, window, hop)
+            self.spec = window_spec(self.plan, window, hop, allow_misaligned)
             self.delay = 0
             p = self.spec.period
             self._preroll_len = -(-(self.spec.extension + window) // p) * p
@@ -322,7 +323,7 @@ class Stream:
             return None if t < self._stable else (n, t % self._period)
         if t < self.spec.window:
             return None
-        return (n, t % self.spec.hop)
+        return (n, t % (self.spec.hop * self.spec.period))
 
     def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17) -> dict[str, Any]:
         """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``.
@@ -452,6 +453,13 @@ class Stream:
             raise ThinkonceError("reference() is defined for window mode only")
         return extended_window_forward(self.plan, self.spec, x_ext)
 
+    def approximate(self, x_window: Tensor) -> Any:
+        """Window mode baseline: each hop of ``x_window`` run through the trunk alone (zero-padded at
+        its edges), features concatenated, then the head. Cheap and wrong at every hop boundary."""
+        if self.spec is None:
+            raise ThinkonceError("approximate() is defined for window mode only")
+        return approximate_window_forward(self.plan, self.spec, x_window, self.program)
+
     @property
     def extension(self) -> int:
         """Window mode: left context (samples) that makes the window features exact."""
@@ -487,6 +495,7 @@ def stream(
     edge: str = "exact",
     allow_nonfinite: bool = False,
     backend: str = "eager",
+    allow_misaligned: bool = False,
 ) -> Stream:
     """Convert a trained model (in eval mode) into a :class:`Stream`. The model is not modified.
 
@@ -495,6 +504,8 @@ def stream(
     provisional, ``edge="stale"`` reuses them as the paper's code does (cheaper, approximate).
     ``backend``: ``"eager"`` (PyTorch ops from Python), ``"compiled"`` (each steady-state step traced and
     frozen with TorchScript) or ``"onnx"`` (the same graph run by onnxruntime); same outputs and state.
+    ``allow_misaligned=True`` accepts a hop that breaks pooling alignment (for measuring its error; see
+    :func:`thinkonce.stream.bounds.pooling_error_bound`) instead of raising :class:`AlignmentError`.
     """
     return Stream(model, window=window, hop=hop, example_input=example_input, edge=edge,
-                  allow_nonfinite=allow_nonfinite, backend=backend)
+                  allow_nonfinite=allow_nonfinite, backend=backend, allow_misaligned=allow_misaligned)

@@ -56,13 +56,14 @@ def check_alignment(hop: int, period: int, who: str) -> None:
         )
 
 
-def window_spec(plan: Plan, window: int, hop: int) -> WindowSpec:
+def window_spec(plan: Plan, window: int, hop: int, allow_misaligned: bool = False) -> WindowSpec:
     if window <= 0 or hop <= 0:
         raise ValueError(f"window and hop must be positive, got window={window}, hop={hop}")
     if hop > window:
         raise ValueError(f"hop={hop} is larger than window={window}: windows would not overlap; nothing to reuse")
     period, who = stride_period(plan)
-    check_alignment(hop, period, who)
+    if not allow_misaligned:
+        check_alignment(hop, period, who)
     rf = max((plan.by_node[v].rf for v in plan.head_inputs), default=Fraction(1))
     ext = math.ceil(rf)
     ext = max(period, -(-ext // period) * period)
@@ -96,3 +97,49 @@ def extended_window_forward(plan: Plan, spec: WindowSpec, x_ext: Tensor) -> Any:
     """
     with torch.no_grad():
         return _CroppingInterpreter(plan, spec.frames).run(x_ext)
+
+
+def approximate_window_forward(plan: Plan, spec: WindowSpec, x: Tensor, program: Any) -> Any:
+    """The cheapest (and crudest) streaming: each hop of the window run through the trunk *alone*,
+    zero-padded at both of its edges, the hops' features concatenated, then the head.
+
+    This is what naive chunked inference does; StreamiNNC's experiments compare against it.
+    """
+    from torch.fx.node import map_arg
+
+    H = spec.hop
+    if x.shape[-1] % H:
+        raise ValueError(f"window length {x.shape[-1]} is not a multiple of the hop {H}")
+    wanted = set(plan.head_inputs)
+    parts: dict[fx.Node, list[Tensor]] = {v: [] for v in plan.head_inputs}
+    with torch.no_grad():
+        for s in range(0, x.shape[-1], H):
+            env: dict[fx.Node, Any] = dict(program.consts)
+            for p in plan.nodes:
+                if p.kind in ("const", "head"):
+                    continue
+                n = p.node
+                if p.kind == "input":
+                    env[n] = x[..., s : s + H]
+                    continue
+                args = map_arg(n.args, env.__getitem__)
+                kwargs = map_arg(n.kwargs, env.__getitem__)
+                if n.op == "call_module":
+                    env[n] = plan.gm.get_submodule(n.target)(*args, **kwargs)
+                elif n.op == "call_method":
+                    env[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
+                else:
+                    env[n] = n.target(*args, **kwargs)
+            for v in wanted:
+                parts[v].append(env[v])
+        feats = {}
+        for v, chunks in parts.items():
+            d = plan.by_node[v].tdim
+            f = spec.frames[v.name]
+            full = torch.cat(chunks, dim=d)
+            if full.shape[d] < f:
+                shape = list(full.shape)
+                shape[d] = f - full.shape[d]
+                full = torch.cat([full.new_zeros(shape), full], dim=d)
+            feats[v] = full.narrow(d, full.shape[d] - f, f)
+        return program.head(feats, env)
