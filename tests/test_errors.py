@@ -102,3 +102,13 @@ def test_bad_window_arguments() -> None:
         to.stream(model, window=16)
     with pytest.raises(ValueError, match="larger than window"):
         to.stream(model, window=16, hop=32)
+
+
+def test_rows_out_of_step_are_refused() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 2, 3, stride=2), nn.AdaptiveAvgPool1d(1)).eval()
+    s = to.stream(model, window=16, hop=4)
+    a = s.step(torch.randn(1, 1, 20), s.init_state(1))[1]
+    b = s.step(torch.randn(1, 1, 6), s.init_state(1))[1]
+    mixed = {k: torch.cat([a[k], b[k]]) for k in a}  # one row past its first window, one before
+    with pytest.raises(to.StreamInputError, match="different phases"):
+        s.step(torch.randn(2, 1, 4), mixed)

@@ -116,10 +116,11 @@ class CosineSum:
 
 def pool_shift_deviation(signals: CosineSum, fs: float, pool_size: int, kind: str, n_windows: int = 16,
                          offset: float = 0.0) -> np.ndarray:
-    """``max_j |pool(x)[j] - pool(x shifted by d)[j]|`` per signal and shift ``d = 1..pool_size-1``.
+    """``|pool(x)[j] - pool(x shifted by d)[j]|`` per signal, shift ``d = 1..pool_size-1`` and window j.
 
     The pool is non-overlapping (kernel = stride = ``pool_size``, as in the reference networks) over
-    ``n_windows`` windows starting at time ``offset``. Returns ``(signals, pool_size - 1)``.
+    ``n_windows`` windows starting at time ``offset`` (seconds); ``x shifted by d`` is ``x(t + d/fs)``.
+    Returns an array ``(signals, pool_size - 1, n_windows)``.
     """
     if kind not in ("max", "avg"):
         raise ValueError(f"kind must be 'max' or 'avg', got {kind!r}")
@@ -128,8 +129,7 @@ def pool_shift_deviation(signals: CosineSum, fs: float, pool_size: int, kind: st
     t = offset + (np.arange(n)[None, :] + shifts[:, None]) / fs  # (shifts, n)
     x = signals(t).reshape(-1, pool_size, n_windows, pool_size)  # (signals, shifts, windows, L)
     pooled = x.max(axis=-1) if kind == "max" else x.mean(axis=-1)
-    dev = np.abs(pooled[:, 1:, :] - pooled[:, :1, :]).max(axis=-1)
-    return dev
+    return np.abs(pooled[:, 1:, :] - pooled[:, :1, :])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -308,10 +308,12 @@ class _TrunkRecorder(fx.Interpreter):
 
 
 def _differs(a: torch.Tensor, b: torch.Tensor, tdim: int) -> torch.Tensor:
-    """Per frame: does any element differ beyond float64 round-off?"""
-    scale = float(torch.maximum(a.abs().nan_to_num(0, 0, 0).max(), b.abs().nan_to_num(0, 0, 0).max())) if a.numel() else 1.0
-    close = torch.isclose(a, b, rtol=0.0, atol=1e-9 * max(scale, 1e-30), equal_nan=True)
+    """Per frame: does any element differ beyond float64 round-off (relative to the plain run ``a``)?"""
     n = a.shape[tdim]
+    if a.numel() == 0:
+        return torch.zeros(n, dtype=torch.bool)
+    scale = float(a.abs().nan_to_num(0, 0, 0).max())
+    close = torch.isclose(a, b, rtol=0.0, atol=1e-9 * max(scale, 1e-30), equal_nan=True)
     return (~close).movedim(tdim, -1).reshape(-1, n).any(dim=0)
 
 
@@ -321,8 +323,8 @@ def _run_len(mask: torch.Tensor) -> int:
     return int(idx[0]) if idx.numel() else int(mask.numel())
 
 
-def empirical_padding_reach(plan: Plan, trials: int = 8, seed: int = 0, every_value: bool = False,
-                            extension: int | None = None) -> list[dict[str, Any]]:
+def empirical_padding_reach(plan: Plan, trials: int = 16, seed: int = 0, every_value: bool = False,
+                            extension: int | None = None, loudness: float = 1e4) -> list[dict[str, Any]]:
     """Measure the zero-padding reach by running the graph: the frames that change when the padding
     is replaced by real signal.
 
@@ -330,9 +332,13 @@ def empirical_padding_reach(plan: Plan, trials: int = 8, seed: int = 0, every_va
     before it and once with them after it, in float64; each value of the extended runs is cropped back
     to the window's frames. Frames that differ from the plain run at the left (right) are those the
     left (right) zero padding reaches. ``extension`` defaults to a multiple of the trunk's stride period
-    (so that frames stay aligned) larger than its receptive field. Random weights make an accidental
-    equality (a max that ignores the changed input, a ReLU that clips both) unlikely; ``trials`` rows
-    make it negligible.
+    (so that frames stay aligned) larger than its receptive field. In every other row the extension is
+    ``loudness`` times louder than the window: a changed input then wins the max of every pool it
+    reaches whenever its sign is positive, so chains of max pools cannot hide it; the other rows keep
+    the extension at the window's scale, so saturating activations (tanh) cannot hide it either.
+    Random weights and ``trials`` rows make an accidental equality negligible - except where the
+    network itself makes the value independent of the padding (a ReLU that is zero on every row): the
+    analytic count is about dependence through the graph, so such frames still count there.
 
     Returns dicts like :func:`zero_padding_reach` (``node``, ``frames``, ``left``, ``right``, ``share``)
     plus ``stray``: differing frames outside the leading/trailing runs (0 unless the analysis'
@@ -355,8 +361,10 @@ def empirical_padding_reach(plan: Plan, trials: int = 8, seed: int = 0, every_va
     frame = tuple(plan.input_shape[1:-1])
     W = int(plan.input_shape[-1])
     x = torch.randn((trials, *frame, W), generator=g, dtype=torch.float64)
-    pre = torch.randn((trials, *frame, extension), generator=g, dtype=torch.float64)
-    post = torch.randn((trials, *frame, extension), generator=g, dtype=torch.float64)
+    loud = torch.where(torch.arange(trials) % 2 == 1, float(loudness), 1.0).to(torch.float64)
+    loud = loud.reshape(trials, *([1] * (len(frame) + 1)))
+    pre = loud * torch.randn((trials, *frame, extension), generator=g, dtype=torch.float64)
+    post = loud * torch.randn((trials, *frame, extension), generator=g, dtype=torch.float64)
 
     def record(inp: torch.Tensor) -> dict[str, torch.Tensor]:
         rec = _TrunkRecorder(gm, skip, keep)

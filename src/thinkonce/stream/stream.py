@@ -265,11 +265,25 @@ class Stream:
             raise StreamInputError(
                 f"state does not belong to this stream: missing {sorted(missing)[:3]}; use this stream's init_state()"
             )
-        if batch is not None and state["@t"].shape[0] != batch:
+        t = state["@t"]
+        if batch is not None and t.shape[0] != batch:
             raise StreamInputError(
-                f"the chunk has batch {batch} but the state holds {state['@t'].shape[0]} streams; "
+                f"the chunk has batch {batch} but the state holds {t.shape[0]} streams; "
                 f"create the state with init_state(batch={batch})"
             )
+        if t.numel() > 1 and bool((t != t[0]).any()):
+            # rows at different positions may share a step only if every phase counter agrees and, in
+            # window mode, the window boundaries fall at the same offsets
+            split = [k for k, v in state.items() if k != "@t" and v.dtype == torch.int64 and bool((v != v[0]).any())]
+            phases: set = set()
+            if self.spec is not None:
+                W, H = self.spec.window, self.spec.hop
+                phases = {v if v < W else ("steady", (v - W) % H) for v in t.tolist()}
+            if split or len(phases) > 1:
+                raise StreamInputError(
+                    f"the state's rows are at different phases ({sorted(set(t.tolist()))[:4]} samples seen); rows of "
+                    "one state advance in lock-step. Batch only streams at the same phase (StreamPool does this)."
+                )
 
     def _check_chunk(self, x: Any) -> None:
         if not isinstance(x, Tensor):
