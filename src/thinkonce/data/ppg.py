@@ -88,11 +88,11 @@ def simulate_ppg(
     resp_phase = _respiration_phase(t, fs, rng)
     hr = _heart_rate(t, fs, rng, resp_phase)
     pulse = _pulse_train(hr, fs, rng)
-    ppg = _add_respiration(pulse, resp_phase, t, rng)
+    ppg = _add_respiration(pulse, resp_phase, rng)
 
     if motion:
-        dynamic_acc, mask = _motion_acceleration(t, fs, rng)
-        ppg = ppg + _motion_leak(dynamic_acc, mask, fs, rng)
+        dynamic_acc, artefact, mask = _motion(t, fs, rng)
+        ppg = ppg + artefact
     else:
         dynamic_acc, mask = np.zeros((3, n)), np.zeros(n, dtype=bool)
     acc = _gravity(t, fs, rng) + dynamic_acc + rng.normal(0.0, 0.005, size=(3, n))
@@ -188,6 +188,7 @@ def _exercise_ramps(t: np.ndarray, rest_bpm: float, rng: np.random.Generator) ->
 
 
 def _smoothstep(u: np.ndarray) -> np.ndarray:
+    """Cubic 0 -> 1 ramp with zero slope at both ends (for ``u`` clipped to [0, 1])."""
     return u * u * (3 - 2 * u)
 
 
@@ -225,7 +226,7 @@ def _pulse_train(hr_bpm: np.ndarray, fs: float, rng: np.random.Generator) -> np.
 
 
 def _add_respiration(
-    pulse: np.ndarray, resp_phase: np.ndarray, t: np.ndarray, rng: np.random.Generator
+    pulse: np.ndarray, resp_phase: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """Breathing modulates pulse amplitude and shifts the baseline; perfusion sets overall gain."""
     perfusion = rng.uniform(0.7, 1.3)
@@ -249,42 +250,51 @@ def _gravity(t: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
     return _GRAVITY_G * direction / np.linalg.norm(direction, axis=0, keepdims=True)
 
 
-def _episode_envelope(
-    t: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """Smooth on/off envelope of motion episodes covering roughly a quarter of the time."""
+def _episode_envelopes(t: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """Smooth on/off envelopes of motion episodes (8-50 s each, about a quarter of the time)."""
     duration = t[-1] + (t[1] - t[0] if t.size > 1 else 0.0)
-    env = np.zeros_like(t)
-    spans: list[tuple[float, float]] = []
+    envelopes = []
     for _ in range(rng.poisson(duration / 120.0 + 0.3)):
         start, length = rng.uniform(-10.0, duration), rng.uniform(8.0, 50.0)
         ramp = min(2.0, length / 4)
         up = np.clip((t - start) / ramp, 0, 1)
         down = np.clip((t - start - length + ramp) / ramp, 0, 1)
-        env = np.maximum(env, _smoothstep(up) - _smoothstep(down))
-        spans.append((start, length))
-    return env, spans
+        envelopes.append(_smoothstep(up) - _smoothstep(down))
+    return envelopes
 
 
-def _motion_acceleration(
+def _motion(
     t: np.ndarray, fs: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dynamic wrist acceleration (g): periodic arm swing at 1.2-3 Hz cadence plus random jerks.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Motion episodes: dynamic wrist acceleration, optical artefact, and the activity mask.
 
-    Returns the (3, n) acceleration and the boolean mask of active episodes.
+    Each episode is its own activity (cadence, swing geometry) with its own optical coupling
+    gain, because how badly motion corrupts PPG depends on strap tightness and movement type.
+    Returns ``(acc (3, n) in g, ppg artefact (n,), mask (n,))``.
     """
     n = t.size
-    env, _ = _episode_envelope(t, rng)
-    cadence = np.clip(rng.uniform(1.2, 3.0) + 0.1 * _smooth_noise(n, fs, 0.05, rng), 1.2, 3.0)
-    swing_phase = 2 * np.pi * np.cumsum(cadence) / fs
+    acc, gain, active = np.zeros((3, n)), np.zeros(n), np.zeros(n)
+    for env in _episode_envelopes(t, rng):
+        acc += env * _arm_swing(n, fs, rng) + env * _jerks(n, fs, rng)
+        gain += env * rng.uniform(0.2, 1.2)
+        active = np.maximum(active, env)
+    mask = active > 0.05
+    coupled = _optical_coupling(acc, fs, rng)
+    scale = coupled[mask].std() if mask.any() else 1.0
+    # unit-std coupling times the episode gain: the artefact is 0.2-1.2 units against a pulse
+    # of about 0.4, i.e. from half the pulse to three times it
+    artefact = gain * coupled / max(scale, 1e-9)
+    return acc, artefact, mask
+
+
+def _arm_swing(n: int, fs: float, rng: np.random.Generator) -> np.ndarray:
+    """Periodic arm swing at a 1.2-3 Hz cadence with a harmonic and a wandering amplitude."""
+    cadence = np.clip(rng.uniform(1.2, 3.0) + 0.1 * _smooth_noise(n, fs, 0.1, rng), 1.2, 3.0)
+    phase = 2 * np.pi * np.cumsum(cadence) / fs + rng.uniform(0, 2 * np.pi, size=(3, 1))
     axis_amp = rng.uniform(0.1, 0.8, size=(3, 1))
-    axis_phase = rng.uniform(0, 2 * np.pi, size=(3, 1))
+    strength = np.clip(1.0 + 0.3 * _smooth_noise(n, fs, 0.3, rng), 0.2, None)
     harmonic = rng.uniform(0.1, 0.5)
-    swing = axis_amp * (
-        np.sin(swing_phase + axis_phase) + harmonic * np.sin(2 * (swing_phase + axis_phase))
-    )
-    jerks = _jerks(n, fs, rng)
-    return env * (swing + jerks), env > 0.05
+    return strength * axis_amp * (np.sin(phase) + harmonic * np.sin(2 * phase))
 
 
 def _jerks(n: int, fs: float, rng: np.random.Generator) -> np.ndarray:
@@ -295,23 +305,17 @@ def _jerks(n: int, fs: float, rng: np.random.Generator) -> np.ndarray:
     return 3.0 * signal.sosfilt(sos, impulses, axis=-1)
 
 
-def _motion_leak(
-    dynamic_acc: np.ndarray, mask: np.ndarray, fs: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Optical artefact from motion: tissue and sensor-contact changes follow the acceleration.
+def _optical_coupling(acc: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
+    """Optical response to motion: tissue and sensor contact follow the acceleration.
 
-    The coupling is a random projection of the 3 axes, low-passed (tissue is mechanically
-    sluggish) and scaled by a random gain: when the gain is large, the arm-swing cadence
-    dominates the spectrum and an HR estimator that trusts the strongest peak is fooled.
+    A random projection of the 3 axes, low-passed because tissue is mechanically sluggish. With
+    a large episode gain the cadence dominates the spectrum, which fools any HR estimator that
+    trusts the strongest peak.
     """
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
-    projected = direction @ dynamic_acc
     sos = signal.butter(2, min(5.0, 0.45 * fs), fs=fs, output="sos")
-    leak = signal.sosfilt(sos, projected)
-    scale = np.std(leak[mask]) if mask.any() else 1.0
-    gain = rng.uniform(0.1, 0.7)
-    return gain * leak / max(scale, 1e-9)
+    return signal.sosfilt(sos, direction @ acc)
 
 
 def sliding_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""Reference networks of the reproduced experiments."""
+"""Reference networks of the reproduced experiments (DESIGN.md section 4)."""
 
+from thinkonce.models.acc_seizure import ACCSeizureNet, acc_seizure
+from thinkonce.models.eeg_seizure import EEGSeizureNet, eeg_seizure
 from thinkonce.models.ppg_hr import PPGHeartRateNet, ppg_hr
 
-__all__ = ["PPGHeartRateNet", "ppg_hr"]
+__all__ = ["PPGHeartRateNet", "ppg_hr", "EEGSeizureNet", "eeg_seizure", "ACCSeizureNet", "acc_seizure"]
