@@ -68,14 +68,20 @@ class Program:
                 if p.kind == "const":
                     self.consts[p.node] = self.calls[p.node](self.consts.__getitem__)
         self.trunk: list[NodePlan] = [p for p in plan.nodes if p.kind not in ("const", "head")]
-        # output shape of frame-wise nodes for an empty chunk (time axis of length 0)
+        # output shape of frame-wise and temporal nodes for an empty chunk (time axis of length 0)
         self.empty_shapes: dict[fx.Node, tuple[int, ...]] = {}
+        self.empty_shapes_t: dict[fx.Node, tuple[int, ...]] = {}
         for p in plan.nodes:
             shape = plan.example_shapes.get(p.node)
-            if p.kind == "framewise" and isinstance(shape, tuple) and all(isinstance(e, int) for e in shape):
+            if p.kind in ("framewise", "temporal") and isinstance(shape, tuple) and all(isinstance(e, int) for e in shape):
                 sh = list(shape)
                 sh[p.tdim] = 0
-                self.empty_shapes[p.node] = tuple(sh)
+                (self.empty_shapes if p.kind == "framewise" else self.empty_shapes_t)[p.node] = tuple(sh)
+        # temporal ops that emit nothing at the end of a stream once their input stops
+        self.idle_at_end = {
+            p.node for p in plan.nodes
+            if p.op is not None and p.kind == "temporal" and not p.op.owes_at_end() and p.node in self.empty_shapes_t
+        }
         self.prefixes = {p.node: p.node.name + "." for p in plan.nodes if p.op is not None}
 
     # ------------------------------------------------------------------ state
@@ -122,12 +128,22 @@ class Program:
                     heads, out = p.op.run(ins, local, mode)
                     sub = dict(zip(p.temporal_args, heads))
                     env[n] = self.calls[n](lambda a, sub=sub: sub[a] if a in sub else env[a])
+                elif mode == "flush" and n in self.idle_at_end and all(
+                    i.shape[self.plan.by_node[a].tdim] == 0 for i, a in zip(ins, p.temporal_args)
+                ):
+                    # nothing new arrives and the op owes nothing: skip it (edge passes stay cheap)
+                    env[n], out = self._empty_out(p, ins[0]), local
                 else:
                     env[n], out = p.op.run(ins, local, mode)
                 pre = n.name + "."
                 for k, v in out.items():
                     new[pre + k] = v
         return env, new
+
+    def _empty_out(self, p: NodePlan, like: Tensor) -> Tensor:
+        shape = list(self.empty_shapes_t[p.node])
+        shape[0] = like.shape[0]
+        return like.new_zeros(shape)
 
     def head(self, feats: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
         """Evaluate the head on the window's features (buffered values replaced by ``feats``)."""
