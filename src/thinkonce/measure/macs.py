@@ -25,3 +25,25 @@ def count_macs(fn_or_module: Callable[..., Any] | Any, *inputs: Any, **kwargs: A
     with torch.no_grad(), counter:
         fn(*inputs, **kwargs)
     return int(counter.get_total_flops()) // 2
+
+
+def head_macs(stream: Any) -> int:
+    """MACs of a window stream's head (run once per window on the buffered features)."""
+    if stream.spec is None:
+        return 0
+    state = stream.init_state(1)
+    feats = {v: state[f"@ring.{v.name}"] for v in stream.plan.head_inputs}
+    return count_macs(stream.program.head, feats, dict(stream.program.consts))
+
+
+def ideal_step_macs(stream: Any, model: Any) -> int:
+    """The least MACs a window-mode hop can cost: the trunk's share of the new samples plus the head.
+
+    Trunk MACs scale with the frames computed; a hop adds ``hop / window`` of a window's frames.
+    """
+    if stream.spec is None:
+        raise ValueError("ideal_step_macs is defined for window mode")
+    x = torch.zeros((1, *stream.input_frame_shape, stream.window), dtype=stream.dtype)
+    head = head_macs(stream)
+    full = count_macs(model, x)
+    return int(round((full - head) * stream.hop / stream.window)) + head
