@@ -11,10 +11,11 @@ from .measure import count_macs
 from .pool import StreamPool
 from .stream import SignalPadded, Stream, extended_windows, load_state, register_framewise, save_state, state_nbytes, stream
 from .verify import Report, verify
+from .analyze import analyze
 
 __version__ = "0.1.0"
 
 __all__ = [
     "stream", "Stream", "StreamPool", "SignalPadded", "extended_windows", "verify", "Report", "count_macs", "save_state", "load_state", "state_nbytes",
-    "register_framewise", "ThinkonceError", "UnsupportedNodeError", "AlignmentError", "StreamInputError",
+    "register_framewise", "analyze", "ThinkonceError", "UnsupportedNodeError", "AlignmentError", "StreamInputError",
 ]

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PPGHeartRateNet", "ppg_hr", "PPG_HR_WEIGHTS"]
+__all__ = ["PPGHeartRateNet", "ppg_hr", "PPG_HR_WEIGHTS", "PPG_HR_SIGNAL_WEIGHTS"]
 
 PPG_HR_WEIGHTS = "ppg_hr.safetensors"
+PPG_HR_SIGNAL_WEIGHTS = "ppg_hr_signal.safetensors"  # trained with signal padding
 _KERNEL = 5
 _DILATION = 2
 _CAUSAL_PAD = (_KERNEL - 1) * _DILATION  # 8: the left context one conv needs
@@ -113,31 +114,42 @@ class PPGHeartRateNet(nn.Module):
         return self.head(self.features(x)) * self.hr_scale + self.hr_offset
 
 
-def ppg_hr(pretrained: bool = False) -> PPGHeartRateNet:
+def ppg_hr(pretrained: bool = False, padding: str = "zero") -> PPGHeartRateNet:
     """Build the PPG heart-rate network; ``pretrained=True`` loads the shipped weights (eval mode).
 
+    ``padding`` picks which shipped weights: ``"zero"`` (default) was trained on plain windows with
+    zero padding, as normal windowed inference runs it; ``"signal"`` was trained with StreamiNNC signal
+    padding (windows extended to the left by real signal, see :class:`thinkonce.SignalPadded`), so a
+    window stream of it equals its training-time inference exactly. Same architecture either way.
+
     Raises:
+        ValueError: ``padding`` is neither ``"zero"`` nor ``"signal"``.
         FileNotFoundError: the packaged weights file is missing (train it with
-            ``python experiments/train_ppg_hr.py``).
+            ``python experiments/train_ppg_hr.py [--padding signal]``).
     """
+    if padding not in ("zero", "signal"):
+        raise ValueError(f"padding must be 'zero' or 'signal', got {padding!r}")
     model = PPGHeartRateNet()
     if pretrained:
-        model.load_state_dict(_load_packaged_state())
+        name = PPG_HR_WEIGHTS if padding == "zero" else PPG_HR_SIGNAL_WEIGHTS
+        model.load_state_dict(_load_packaged_state(name))
         model.eval()
     return model
 
 
-def _load_packaged_state() -> dict[str, torch.Tensor]:
-    """Read the safetensors file shipped in ``thinkonce/weights`` through importlib.resources.
+def _load_packaged_state(name: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file shipped in ``thinkonce/weights`` through importlib.resources.
 
     Reading bytes (not a filesystem path) keeps this working from zipped installs too.
     """
     from safetensors.torch import load
 
-    resource = resources.files("thinkonce").joinpath("weights", PPG_HR_WEIGHTS)
+    name = PPG_HR_WEIGHTS if name is None else name
+    resource = resources.files("thinkonce").joinpath("weights", name)
     if not resource.is_file():
+        flag = " --padding signal" if name == PPG_HR_SIGNAL_WEIGHTS else ""
         raise FileNotFoundError(
-            f"pretrained weights thinkonce/weights/{PPG_HR_WEIGHTS} are not installed; "
-            "run `python experiments/train_ppg_hr.py` to create them"
+            f"pretrained weights thinkonce/weights/{name} are not installed; "
+            f"run `python experiments/train_ppg_hr.py{flag}` to create them"
         )
     return load(resource.read_bytes())
