@@ -224,7 +224,7 @@ def test_hand_computed_same_convs_then_maxpool() -> None:
     assert res.stride_period == 2
     assert res.allowed_hops == [2, 4, 6, 8, 10, 12, 14, 16]
     assert res.extension == 2  # 1 tainted pooled frame at 2 samples per frame
-    assert res.stream_extension == 6  # ceil(converter rf 6 / 2) * 2
+    assert res.stream_extension == res.extension == 2  # the stream keeps exactly the left padding reach
     assert res.expected_deviation == pytest.approx(2 / 8)
     assert res.expected_deviation_left == pytest.approx(1 / 8)
     assert res.layers[0].pool_error_bound is None

@@ -66,7 +66,8 @@ class Analysis:
     * ``stride_period``: the trunk's total stride; ``allowed_hops`` are its multiples up to the window.
     * ``extension``: the least left context (samples, a multiple of the period) that makes every head
       input frame of the window free of zero padding - what signal-padding training needs;
-      ``stream_extension`` is what :func:`thinkonce.stream` actually keeps (from a looser bound).
+      ``stream_extension`` is what :func:`thinkonce.stream` keeps (its own left-reach computation; tests
+      check the two agree).
     * ``expected_deviation``: share of the head-input frames touched by zero padding (either edge) -
       the frames that differ from a padding-free computation, an indicator of how much streaming
       changes the output relative to normal windowed inference; ``expected_deviation_left`` counts the

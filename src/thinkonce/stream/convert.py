@@ -54,6 +54,7 @@ class NodePlan:
     tdim: int | None = None  # time axis of the value (of each element for tuples)
     rate: Fraction | None = None  # input samples per frame
     rf: Fraction = Fraction(1)  # receptive field in input samples (upper bound)
+    reach: Fraction = Fraction(0)  # how far (samples) left of the signal start frame 0 depends on padding
     op: StreamOp | None = None
     temporal_args: tuple[fx.Node, ...] = ()
     source: fx.Node | None = None  # for alias
@@ -201,6 +202,7 @@ class Converter:
             self.order.append(plan)
         assert out_node is not None
         self._fuse_padding()
+        self._left_reach()
         plan = Plan(
             gm=self.gm,
             nodes=self.order,
@@ -547,6 +549,26 @@ class Converter:
             q.op.pad_left += p.op.left
             q.op.pad_right += p.op.right
             p.kind, p.op, p.source = "alias", None, p.temporal_args[0]
+
+    def _left_reach(self) -> None:
+        """Left padding moves a value's first frame before the signal start: by ``pad_left`` input frames
+        at each sliding op and constant pad. Signal padding needs exactly that much left context."""
+        for p in self.order:
+            if not p.temporal or p.kind == "input":
+                continue
+            if p.kind == "alias":
+                p.reach = self.plans[p.source].reach
+                continue
+            base = max(self.plans[a].reach for a in p.temporal_args)
+            rate_in = self.plans[p.temporal_args[0]].rate
+            ops = p.op.ops if isinstance(p.op, ChainOp) else (p.op,)
+            left = 0
+            for op in ops:
+                if isinstance(op, SlidingOp):
+                    left += op.pad_left
+                elif isinstance(op, PadOp):
+                    left += op.left
+            p.reach = base + left * rate_in
 
     def _finish_heads(self, plan: Plan, out_node: fx.Node) -> None:
         outs: list[fx.Node] = []

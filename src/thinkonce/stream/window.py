@@ -26,7 +26,7 @@ class WindowSpec:
     window: int
     hop: int
     period: int  # the trunk's stride period: every strided value realigns after this many samples
-    extension: int  # left context in samples that makes window features exact (>= receptive field)
+    extension: int  # left context in samples that makes window features exact (left padding reach)
     frames: dict[str, int]  # frames of each buffered value inside one window
 
 
@@ -64,8 +64,8 @@ def window_spec(plan: Plan, window: int, hop: int, allow_misaligned: bool = Fals
     period, who = stride_period(plan)
     if not allow_misaligned:
         check_alignment(hop, period, who)
-    rf = max((plan.by_node[v].rf for v in plan.head_inputs), default=Fraction(1))
-    ext = math.ceil(rf)
+    reach = max((plan.by_node[v].reach for v in plan.head_inputs), default=Fraction(0))
+    ext = math.ceil(reach)
     ext = max(period, -(-ext // period) * period)
     frames = {}
     for v in plan.head_inputs:
