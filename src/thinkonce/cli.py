@@ -38,7 +38,7 @@ def demo(
     seed: int = typer.Option(7, help="simulation seed"),
     plot: Path = typer.Option(Path("thinkonce_demo.png"), help="where to save the heart-rate plot"),
     rows: int = typer.Option(12, help="windows shown in the table"),
-    padding: str = typer.Option("zero", help="shipped model trained with 'signal' (StreamiNNC) or 'zero' padding"),
+    padding: str = typer.Option("signal", help="shipped model trained with 'signal' (StreamiNNC) or 'zero' padding"),
 ) -> None:
     """Stream the shipped PPG heart-rate network over a simulated recording, next to normal inference."""
     from .demo import FS, HOP, WINDOW, plot_demo, run_demo
