@@ -113,12 +113,15 @@ class SlidingOp(StreamOp):
         span, s = self.span, self.stride
         n_out = (ext.shape[2] - span) // s + 1 if ext.shape[2] >= span else 0
         if n_out:
-            y = self.fn(ext[:, :, : (n_out - 1) * s + span])
+            used = (n_out - 1) * s + span
+            y = self.fn(ext if used == ext.shape[2] else ext[:, :, :used])  # no no-op slice in traced graphs
         else:
             c = self.out_channels if self.out_channels is not None else buf.shape[1]
             y = buf.new_zeros((buf.shape[0], c, 0))
         consume = n_out * s
-        if consume <= real:
+        if consume == 0:
+            pass
+        elif consume <= real:
             buf = buf[:, :, consume:]
         else:
             skip = virtual + consume - real

@@ -389,8 +389,12 @@ class Stream:
             for v in self.plan.head_inputs:
                 d = self.plan.by_node[v].tdim
                 f = spec.frames[v.name]
-                r = torch.cat([rings[v], env[v]], dim=d)
-                rings[v] = r.narrow(d, r.shape[d] - f, f)
+                new_frames = env[v]
+                k = new_frames.shape[d]
+                if k >= f:
+                    rings[v] = new_frames.narrow(d, k - f, f)
+                elif k:
+                    rings[v] = torch.cat([rings[v].narrow(d, k, f - k), new_frames], dim=d)
             if i < len(ends):
                 outs.append(self._emit(st, rings, env))
         new = dict(st)
