@@ -62,9 +62,9 @@ def test_compiled_under_random_chunkings(chunks) -> None:
     model = ResNet(head=False).eval()
     s = to.stream(model, example_input=torch.zeros(1, 2, 64), backend="compiled")
     n = sum(chunks)
-    x = torch.randn(2, 2, max(n, 1))
-    if n == 0:
+    if n < 16:  # shorter signals are too short for the model offline as well
         return
+    x = torch.randn(2, 2, n)
     y = s.run(x, chunk=chunks)
     torch.testing.assert_close(y, model(x).detach(), rtol=1e-5, atol=1e-5)
 

@@ -124,6 +124,8 @@ def _onnx_runner(mod: nn.Module, args: tuple, keys_in: list[str], keys_out: list
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.inter_op_num_threads = 1
+    # no busy-waiting: on shared or small cores a spinning pool steals the core from everything else
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
     in_names = [i.name for i in sess.get_inputs()]
     # ONNX drops inputs that the graph does not use; feed only those it kept

@@ -8,6 +8,7 @@ row without the stream noticing.
 from __future__ import annotations
 
 import copy
+import math
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
@@ -260,8 +261,8 @@ class Stream:
     def _check_state(self, state: Any, batch: int | None) -> None:
         if not isinstance(state, dict) or "@t" not in state:
             raise StreamInputError("state must be the dict returned by Stream.init_state() or a previous step")
-        missing = getattr(self, "_init_keys", set()) - set(state)
-        if missing:
+        if not state.keys() >= getattr(self, "_init_keys", set()):
+            missing = getattr(self, "_init_keys", set()) - set(state)
             raise StreamInputError(
                 f"state does not belong to this stream: missing {sorted(missing)[:3]}; use this stream's init_state()"
             )
@@ -337,7 +338,7 @@ class Stream:
             return None if t < self._stable else (n, t % self._period)
         if t < self.spec.window:
             return None
-        return (n, t % (self.spec.hop * self.spec.period))
+        return (n, t % math.lcm(self.spec.hop, self.spec.period))
 
     def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17) -> dict[str, Any]:
         """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``.
