@@ -573,6 +573,8 @@ def make_group(gname: str, batch: int, threads: int, backends, libs: bool) -> tu
                 anchors.cached_conv_net("anchor", model, 1, trunk_only=True)
             except anchors.Unsupported as e:
                 skip["cached_conv (hop 1)"] = str(e)
+            except Exception as e:  # e.g. not installed (pip install .[bench])
+                skip["cached_conv (hop 1)"] = f"{type(e).__name__}: {e}"
             try:
                 ad = anchors.cached_conv_net("anchor", model, 2, trunk_only=True)
                 c = library_contender("cached_conv_chunk2", ad, torch.randn(batch, 1, 2, generator=g), 2, batch)
