@@ -112,3 +112,23 @@ def test_rows_out_of_step_are_refused() -> None:
     mixed = {k: torch.cat([a[k], b[k]]) for k in a}  # one row past its first window, one before
     with pytest.raises(to.StreamInputError, match="different phases"):
         s.step(torch.randn(2, 1, 4), mixed)
+
+
+def test_cli_export_builtin_and_safetensors(tmp_path) -> None:
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from thinkonce.cli import app
+    from thinkonce.models import eeg_seizure
+
+    runner = CliRunner()
+    out = tmp_path / "step.onnx"
+    weights = tmp_path / "eeg.safetensors"
+    save_file(eeg_seizure().state_dict(), str(weights))
+    r = runner.invoke(app, ["export", str(weights), "--arch", "eeg_seizure", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 1000
+    pickle_file = tmp_path / "model.pt"
+    pickle_file.write_bytes(b"not a model")
+    r = runner.invoke(app, ["export", str(pickle_file), "-o", str(out)])
+    assert r.exit_code != 0 and "safetensors" in r.output

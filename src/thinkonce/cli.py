@@ -166,5 +166,56 @@ def analyze(
         console.print(f"analysis written to [bold]{json_out}[/]")
 
 
+def _load_for_export(model: str, arch: str | None):
+    """A model for export, loaded without unpickling: a built-in name, or safetensors weights + --arch."""
+    from pathlib import Path as _P
+
+    if model in BUILTIN and arch is None:
+        return _builtin(model)
+    path = _P(model)
+    if not path.exists():
+        raise typer.BadParameter(f"{model!r} is neither a built-in network ({', '.join(BUILTIN)}) nor a file")
+    if path.suffix != ".safetensors":
+        raise typer.BadParameter(
+            f"{path.name}: only safetensors state dicts are loaded (they cannot execute code). TorchScript and "
+            "torch.export archives hold no Python module graph for thinkonce to convert; save the weights with "
+            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors') and pass --arch."
+        )
+    if arch is None or arch not in BUILTIN:
+        raise typer.BadParameter(f"pass --arch with the registered architecture: one of {', '.join(BUILTIN)}")
+    from safetensors.torch import load_file
+
+    import importlib
+
+    mod, fn = BUILTIN[arch][0].split(":")
+    net = getattr(importlib.import_module(mod), fn)()
+    missing, unexpected = net.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise typer.BadParameter(f"weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    _, c, w, h = BUILTIN[arch]
+    return net.eval(), c, w, h
+
+
+@app.command("export")
+def export_cmd(
+    model: str = typer.Argument(..., help="built-in network name, or a .safetensors state dict with --arch"),
+    output: Path = typer.Option(Path("step.onnx"), "-o", "--output", help="ONNX file to write"),
+    window: int = typer.Option(None, help="window (samples); default: the network's own"),
+    hop: int = typer.Option(None, help="hop (samples); default: the network's own"),
+    arch: str = typer.Option(None, help=f"registered architecture for a state dict: {', '.join(BUILTIN)}"),
+    edge: str = typer.Option("exact", help="exact | stale"),
+) -> None:
+    """Export a window stream's step to ONNX with its state as explicit inputs and outputs."""
+    from . import stream as make_stream
+
+    net, c, w, h = _load_for_export(model, arch)
+    s = make_stream(net, window=window or w, hop=hop or h, edge=edge)
+    info = s.export_onnx(str(output))
+    console.print(
+        f"wrote [bold]{output}[/]: {len(info['inputs'])} inputs (x + state), {len(info['outputs'])} outputs, chunk "
+        f"{info['chunk']} samples; feed a state after the first {info['warmup']} samples"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
