@@ -71,33 +71,76 @@ class TracedSteps:
     def _build(self, x: Tensor, state: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
         keys_in = sorted(state)
         _, probe = self.stream._step_impl(x, state)
-        keys_out = sorted(probe)
+        # state entries the step hands back untouched (e.g. counters of ops that never skip) stay out
+        # of the graph: fewer inputs/outputs to marshal, no identity copies in the graph
+        passthrough = sorted(k for k in probe if k in state and probe[k] is state[k])
+        keys_out = sorted(k for k in probe if k not in passthrough)
         mod = _StepModule(self.stream, keys_in, keys_out).eval()
         args = (x, *[state[k] for k in keys_in])
         if self.kind == "compiled":
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(mod, args, check_trace=False)
+                fold_static_shapes(traced.graph)
                 traced = torch.jit.freeze(traced)
 
             def run(x: Tensor, state: State) -> tuple[Tensor, State]:
                 out = traced(x, *[state[k] for k in keys_in])
-                return out[0], dict(zip(keys_out, out[1:]))
+                new = dict(zip(keys_out, out[1:]))
+                for k in passthrough:
+                    new[k] = state[k]
+                return out[0], new
 
             return run
-        return _onnx_runner(mod, args, keys_in, keys_out)
+        return _onnx_runner(mod, args, keys_in, keys_out, passthrough)
+
+
+def fold_static_shapes(graph: torch._C.Graph) -> int:
+    """Replace ``aten::size`` of tensors whose shape the trace recorded by constants; returns how many.
+
+    The tracer keeps every shape read as a live ``aten::size`` and replays the arithmetic done on it
+    (one step of the PPG network: ~60 sizes, ~250 integer ops, a third of the step's time). A traced
+    step is specialised to one key (chunk length, phase, batch), so its shapes are fixed: folding them
+    lets constant propagation delete that arithmetic.
+    """
+    folded = 0
+    for node in list(graph.nodes()):
+        if node.kind() != "aten::size":
+            continue
+        ins = list(node.inputs())
+        ttype = ins[0].type()
+        if not isinstance(ttype, torch._C.TensorType):
+            continue
+        sizes = ttype.sizes()
+        if sizes is None or any(v is None for v in sizes):
+            continue
+        if len(ins) == 2:
+            dim = ins[1].toIValue()
+            if dim is None:
+                continue
+            value: Any = sizes[dim]
+        else:
+            value = list(sizes)
+        graph.setInsertPoint(node)
+        node.output().replaceAllUsesWith(graph.insertConstant(value))
+        folded += 1
+    graph.setInsertPoint(graph.return_node())
+    torch._C._jit_pass_constant_propagation(graph)
+    torch._C._jit_pass_dce(graph)
+    return folded
 
 
 def export_step(stream: "Stream", chunk: Tensor, state: State, f: Any, opset: int = 17,
-                dynamic_batch: bool = True) -> tuple[list[str], list[str]]:
+                dynamic_batch: bool = True, keys_out: list[str] | None = None) -> tuple[list[str], list[str]]:
     """Export the step for this chunk length and phase to ONNX: inputs ``x`` + state, outputs ``y`` + state.
 
     With ``dynamic_batch=False`` every shape is static, so the exporter folds all shape arithmetic
     away (several times faster for small steps); with ``True`` the batch axis stays symbolic.
     """
     keys_in = sorted(state)
-    _, probe = stream._step_impl(chunk, state)
-    keys_out = sorted(probe)
+    if keys_out is None:
+        _, probe = stream._step_impl(chunk, state)
+        keys_out = sorted(probe)
     mod = _StepModule(stream, keys_in, keys_out).eval()
     args = (chunk, *[state[k] for k in keys_in])
     in_names = ["x"] + [f"state.{k}" for k in keys_in]
@@ -115,12 +158,12 @@ def export_step(stream: "Stream", chunk: Tensor, state: State, f: Any, opset: in
     return in_names, out_names
 
 
-def _onnx_runner(mod: nn.Module, args: tuple, keys_in: list[str], keys_out: list[str]):
+def _onnx_runner(mod: nn.Module, args: tuple, keys_in: list[str], keys_out: list[str], passthrough: list[str]):
     import numpy as np
     import onnxruntime as ort
 
     buf = io.BytesIO()
-    export_step(mod.stream, args[0], dict(zip(keys_in, args[1:])), buf, dynamic_batch=False)
+    export_step(mod.stream, args[0], dict(zip(keys_in, args[1:])), buf, dynamic_batch=False, keys_out=keys_out)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.inter_op_num_threads = 1
@@ -128,15 +171,20 @@ def _onnx_runner(mod: nn.Module, args: tuple, keys_in: list[str], keys_out: list
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
     in_names = [i.name for i in sess.get_inputs()]
+    out_names = [o.name for o in sess.get_outputs()]
     # ONNX drops inputs that the graph does not use; feed only those it kept
     feed_keys = [(n, n[len("state."):]) for n in in_names if n.startswith("state.")]
+    has_x = "x" in in_names
 
     def run(x: Tensor, state: State) -> tuple[Tensor, State]:
-        feed = {"x": x.detach().cpu().numpy()} if "x" in in_names else {}
+        feed = {"x": x.numpy()} if has_x else {}
         for name, k in feed_keys:
-            feed[name] = state[k].detach().cpu().numpy()
-        outs = sess.run(None, feed)
-        new = {k: torch.from_numpy(np.ascontiguousarray(o)) for k, o in zip(keys_out, outs[1:])}
+            feed[name] = state[k].numpy()
+        outs = sess.run(out_names, feed)
+        new = {k: torch.from_numpy(o if o.flags.c_contiguous else np.ascontiguousarray(o))
+               for k, o in zip(keys_out, outs[1:])}
+        for k in passthrough:
+            new[k] = state[k]
         return torch.from_numpy(outs[0]), new
 
     return run

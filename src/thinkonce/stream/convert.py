@@ -31,6 +31,7 @@ from torch.fx.node import map_arg
 
 from ..errors import UnsupportedNodeError
 from . import rules
+from .kernels import conv1d
 from .layers import (
     ChainOp,
     PadOp,
@@ -501,7 +502,7 @@ class Converter:
             w, b, g = m.weight, m.bias, m.groups
 
             def fn(x: torch.Tensor, w=w, b=b, s=s, d=d, g=g) -> torch.Tensor:
-                return F.conv1d(x, w, b, s, 0, d, g)
+                return conv1d(x, w, b, s, d, g)
 
             op = SlidingOp(fn, k, s, d, pl, pr, 0.0, c_in, m.out_channels, kind="conv")
         elif isinstance(m, nn.MaxPool1d):

@@ -99,7 +99,7 @@ class SlidingOp(StreamOp):
         skip = int(st["skip"][0]) if may_skip and st["skip"].numel() else 0
         if skip:
             drop = min(skip, buf.shape[2])
-            buf = buf[:, :, drop:]
+            buf = buf.narrow(2, drop, buf.shape[2] - drop)
             skip -= drop
         real = buf.shape[2]
         ext = buf
@@ -114,7 +114,7 @@ class SlidingOp(StreamOp):
         n_out = (ext.shape[2] - span) // s + 1 if ext.shape[2] >= span else 0
         if n_out:
             used = (n_out - 1) * s + span
-            y = self.fn(ext if used == ext.shape[2] else ext[:, :, :used])  # no no-op slice in traced graphs
+            y = self.fn(ext if used == ext.shape[2] else ext.narrow(2, 0, used))  # no no-op slice in traced graphs; narrow is one op where [:, :, a:b] traces as three
         else:
             c = self.out_channels if self.out_channels is not None else buf.shape[1]
             y = buf.new_zeros((buf.shape[0], c, 0))
@@ -122,12 +122,12 @@ class SlidingOp(StreamOp):
         if consume == 0:
             pass
         elif consume <= real:
-            buf = buf[:, :, consume:]
+            buf = buf.narrow(2, consume, buf.shape[2] - consume)
         else:
             skip = virtual + consume - real
-            buf = buf[:, :, real:]
+            buf = buf.narrow(2, real, buf.shape[2] - real)
         if mode == "flush":
-            buf = buf[:, :, :0]
+            buf = buf.narrow(2, 0, 0)
         old = st["skip"]
         if not may_skip:
             return y, {"buf": buf, "skip": old}
@@ -181,14 +181,14 @@ class TransposedConvOp(StreamOp):
             if started and span < s:  # zero frames between the previous block and this one
                 y = torch.cat([y.new_zeros((y.shape[0], y.shape[1], s - span)), y], dim=2)
             if tail:
-                y = torch.cat([y[:, :, :tail] + carry, y[:, :, tail:]], dim=2)
-            out = y[:, :, : y.shape[2] - tail]
-            carry = y[:, :, y.shape[2] - tail :]
+                y = torch.cat([y.narrow(2, 0, tail) + carry, y.narrow(2, tail, y.shape[2] - tail)], dim=2)
+            out = y.narrow(2, 0, y.shape[2] - tail)
+            carry = y.narrow(2, y.shape[2] - tail, tail)
             started = 1
         if mode == "flush" and started:
             extra = carry.new_zeros((carry.shape[0], carry.shape[1], self.output_padding))
             out = torch.cat([out, carry, extra], dim=2)
-            carry = carry[:, :, :0]
+            carry = carry.narrow(2, 0, 0)
         new = {"carry": carry, "started": torch.full_like(st["started"], started)}
         return self._bias(out), new
 
