@@ -63,7 +63,8 @@ def group_section(result: dict, key: str, g: dict) -> list[str]:
     for name, c in sorted(g["contenders"].items(), key=lambda kv: kv[1]["median_us"]):
         ratio = c.get("time_ratio")
         vs = c.get("time_ratio_vs", "")
-        tr = "-" if ratio is None else f"{ratio:.2f}x" + (" (vs ORT)" if vs == "recompute_onnxrt" else "")
+        tag = {"recompute_onnxrt": " (vs ORT)", "recompute_compiled": " (vs compiled recompute)"}.get(vs, "")
+        tr = "-" if ratio is None else f"{ratio:.2f}x" + tag
         out.append(f"| {name} | {_us(c['median_us'])} | {_us(c['min_us'])} | {_us(c['max_us'])} | "
                    f"{_int(c['macs_per_hop'])} | {_x(c.get('mac_ratio'))} | {tr} | "
                    f"{_int(c['state_bytes_per_stream']) if c['family'] != 'recompute' else '-'} | {c['exact']} |")
@@ -120,8 +121,11 @@ def render(result: dict) -> str:
     L.append("")
     L.append("MAC ratio = MACs of `model(window)` / MACs of the step (both from `thinkonce.count_macs`, i.e. "
              "torch's FLOP counter). Time ratio = median time of the same runtime's window recompute / median "
-             "time of the step (`thinkonce_onnx` against the onnxruntime recompute, the others against eager "
-             "PyTorch).")
+             "time of the step: `thinkonce_onnx` against the onnxruntime recompute, `thinkonce_compiled` against "
+             "`recompute_compiled` (the compiled backend itself at hop = window: same kernels and traced graph, "
+             "nothing reused), the others against the eager model. The best backend of a target is the fastest "
+             "one; the target's value also lists each backend's ratio and the best one's speedup over the eager "
+             "model.")
     L.append("")
     L.append("## Time per hop")
     L.append("")

@@ -252,7 +252,36 @@ def thinkonce_window_contenders(model: nn.Module, spec: NetSpec, batch: int, bac
         out.append(Contender(f"thinkonce_{be}", "thinkonce", _threaded(s, x, st, rebase=True), 1, macs, nbytes, fbytes,
                              f"to.stream(model, window={spec.window}, hop={hop}, backend={be!r}).step",
                              "equals s.reference (signal-padded window), edge='exact'"))
+    if "compiled" in backends:
+        try:
+            out.append(compiled_recompute(model, spec, batch))
+        except Exception as e:  # pragma: no cover - reported
+            skip["recompute_compiled"] = f"{type(e).__name__}: {e}"
     return out
+
+
+def compiled_recompute(model: nn.Module, spec: NetSpec, batch: int) -> Contender:
+    """The compiled backend recomputing every window: thinkonce at hop = window.
+
+    Same kernels, same traced and shape-folded graph, same validation as ``thinkonce_compiled``; the
+    only difference is that nothing is reused (each call computes every frame of a fresh window), so
+    ``thinkonce_compiled`` against this is the like-for-like gain of streaming for that backend.
+    """
+    s = to.stream(model, window=spec.window, hop=spec.window, backend="compiled")
+    st = s.init_state(batch)
+    g = torch.Generator().manual_seed(6)
+    xw = torch.randn(batch, spec.channels, spec.window, generator=g)
+    with torch.no_grad():
+        _, st = s.step(xw, st)  # first window (warm-up, eager)
+    # counted on the eager twin: counting the compiled stream would also count its tracing passes
+    macs = to.count_macs(to.stream(model, window=spec.window, hop=spec.window), xw, st)
+    call = _threaded(s, xw, st, rebase=True)
+    for _ in range(3):
+        call()
+    return Contender("recompute_compiled", "recompute", call, 1, macs, 0, 0,
+                     f"to.stream(model, window={spec.window}, hop={spec.window}, backend='compiled').step: "
+                     "thinkonce's compiled kernels over every frame of each window (no reuse)",
+                     "every window computed afresh")
 
 
 def _threaded(s, x: Tensor, st: dict, rebase: bool, per_call: int = 1) -> Callable[[], Any]:
@@ -627,9 +656,15 @@ def analyse(group: dict) -> None:
             continue
         if c["macs_per_hop"]:
             c["mac_ratio"] = rec["macs_per_hop"] / c["macs_per_hop"]
-        like = ort if (name == "thinkonce_onnx" and ort is not None) else rec
+        comp = cs.get("recompute_compiled")
+        like, like_name = rec, "recompute_eager"
+        if name == "thinkonce_onnx" and ort is not None:
+            like, like_name = ort, "recompute_onnxrt"
+        elif name == "thinkonce_compiled" and comp is not None:
+            like, like_name = comp, "recompute_compiled"
         c["time_ratio"] = like["median_us"] / c["median_us"]  # like-for-like runtime
-        c["time_ratio_vs"] = "recompute_onnxrt" if like is ort else "recompute_eager"
+        c["time_ratio_vs"] = like_name
+        c["time_ratio_vs_eager_model"] = rec["median_us"] / c["median_us"]
         fastest = min(r["median_us"] for r in (rec, ort) if r is not None)
         c["time_ratio_vs_fastest_recompute"] = fastest / c["median_us"]
 
@@ -651,11 +686,13 @@ def targets(groups: dict[str, dict]) -> list[dict]:
         ts = {k: v for k, v in g["contenders"].items() if v["family"] == "thinkonce"}
         if not ts:
             continue
-        k = max(ts, key=lambda n: ts[n]["time_ratio"])
+        k = min(ts, key=lambda n: ts[n]["median_us"])  # the best backend is the fastest one
         c = ts[k]
         need = MAC_TARGET * c["mac_ratio"]
         floor = g["contenders"].get("ring_buffer")
-        ctx = f"; hand ring buffer {floor['time_ratio']:.2f}x" if floor else ""
+        others = "; ".join(f"{n}: {v['time_ratio']:.2f}x vs {v['time_ratio_vs']}" for n, v in ts.items() if n != k)
+        ctx = (f"; others {others}" if others else "") + (f"; hand ring buffer {floor['time_ratio']:.2f}x" if floor else "")
+        ctx += f"; {k} vs the eager model: {c['time_ratio_vs_eager_model']:.2f}x"
         out.append({"target": f"{net}, batch 1: best-backend time speedup >= {MAC_TARGET} x MAC ratio",
                     "group": f"{net}_b1", "value": f"{k}: {c['time_ratio']:.2f}x (vs {c['time_ratio_vs']}){ctx}",
                     "required": f">= {need:.2f}x ({MAC_TARGET} x {c['mac_ratio']:.2f})",
