@@ -273,8 +273,7 @@ def compiled_recompute(model: nn.Module, spec: NetSpec, batch: int) -> Contender
     xw = torch.randn(batch, spec.channels, spec.window, generator=g)
     with torch.no_grad():
         _, st = s.step(xw, st)  # first window (warm-up, eager)
-    # counted on the eager twin: counting the compiled stream would also count its tracing passes
-    macs = to.count_macs(to.stream(model, window=spec.window, hop=spec.window), xw, st)
+    macs = to.count_macs(s, xw, st)
     call = _threaded(s, xw, st, rebase=True)
     for _ in range(3):
         call()

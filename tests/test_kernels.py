@@ -106,3 +106,18 @@ def test_dilated_stream_backends_agree_with_model():
         got = torch.cat(outs, dim=-1)
         assert got.shape == want.shape, backend
         assert torch.allclose(got, want, atol=1e-5 * float(want.abs().max()), rtol=0), backend
+
+
+def test_count_macs_of_a_stream_is_the_same_for_every_backend():
+    """The counter sees the eager step whatever runs it (onnxruntime is opaque to it; tracing would add)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3, dilation=2), torch.nn.ReLU(), torch.nn.Conv1d(4, 4, 3)).eval()
+    counts = set()
+    for backend in ("eager", "compiled", "onnx"):
+        s = to.stream(net, backend=backend, example_input=torch.zeros(1, 1, 32))
+        state = s.init_state(1)
+        _, state = s.step(torch.randn(1, 1, 40), state)
+        x = torch.randn(1, 1, 8)
+        counts.add(to.count_macs(s, x, state))
+        counts.add(to.count_macs(s, x, state))  # a second call (graph already built) counts the same
+    assert len(counts) == 1 and counts.pop() == 8 * 4 * 3 + 8 * 4 * 4 * 3

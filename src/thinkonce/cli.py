@@ -39,6 +39,7 @@ def demo(
     plot: Path = typer.Option(Path("thinkonce_demo.png"), help="where to save the heart-rate plot"),
     rows: int = typer.Option(12, help="windows shown in the table"),
     padding: str = typer.Option("signal", help="shipped model trained with 'signal' (StreamiNNC) or 'zero' padding"),
+    backend: str = typer.Option("compiled", help="the stream's step backend: eager | compiled | onnx"),
 ) -> None:
     """Stream the shipped PPG heart-rate network over a simulated recording, next to normal inference."""
     from .demo import FS, HOP, WINDOW, plot_demo, run_demo
@@ -50,7 +51,8 @@ def demo(
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
         task = bar.add_task("streaming hops", total=None)
-        res = run_demo(seconds, seed, progress=lambda i, n: bar.update(task, completed=i, total=n), padding=padding)
+        res = run_demo(seconds, seed, progress=lambda i, n: bar.update(task, completed=i, total=n), padding=padding,
+                       backend=backend)
 
     table = Table(title="Per-window heart rate (bpm)")
     for col in ("window end (s)", "ground truth", "normal windowed", "stream", "stream - normal"):
@@ -61,7 +63,8 @@ def demo(
                       f"{res.hr_stream[i] - res.hr_normal[i]:+.2f}")
     console.print(table)
 
-    summary = Table(title=f"Per hop, {len(res.t_s)} windows, batch 1, one thread")
+    summary = Table(title=f"Per hop, {len(res.t_s)} windows, batch 1, one thread; normal = eager model, "
+                          f"stream = backend {res.backend!r}")
     summary.add_column("")
     summary.add_column("normal windowed", justify="right")
     summary.add_column("thinkonce stream", justify="right")

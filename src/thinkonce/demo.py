@@ -37,6 +37,7 @@ class DemoResult:
     us_stream: float
     state_bytes: int
     padding: str  # how the shipped model was trained: "signal" (StreamiNNC's remedy) or "zero"
+    backend: str  # the stream's step backend
     nrmse_zero_padded_model: float | None = None  # the same comparison for the zero-padding-trained model
 
 
@@ -47,11 +48,14 @@ def stream_vs_normal_nrmse(model: torch.nn.Module, x: torch.Tensor) -> float:
     return verify(model, make_stream(model, window=WINDOW, hop=HOP), x[0]).nrmse
 
 
-def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: str = "signal") -> DemoResult:
+def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: str = "signal",
+             backend: str = "compiled") -> DemoResult:
     """Stream the pretrained PPG network over ``duration_s`` of simulated PPG; ``progress(i, n)`` ticks.
 
     ``padding="signal"`` uses the model trained with signal padding (its stream equals its training-time
-    inference); the zero-padding-trained model is also compared, for contrast.
+    inference); the zero-padding-trained model is also compared, for contrast. ``backend`` runs the
+    stream's step (see :func:`thinkonce.stream`); normal inference is always the eager model, as a user
+    runs it.
     """
     from .data import simulate_ppg, window_hr
     from .models import ppg_hr
@@ -63,7 +67,7 @@ def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: s
     x = torch.from_numpy(np.ascontiguousarray(rec.ppg)).unsqueeze(0)  # (1, 1, n)
     n = x.shape[-1]
     ends = list(range(WINDOW, n + 1, HOP))
-    s = make_stream(model, window=WINDOW, hop=HOP)
+    s = make_stream(model, window=WINDOW, hop=HOP, backend=backend)
     state = s.init_state(1)
     # the first window fills the stream; afterwards every hop emits one window
     y, state = s.step(x[..., : WINDOW - HOP], state)
@@ -102,6 +106,7 @@ def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: s
         us_stream=1e6 * float(np.median(t_stream)),
         state_bytes=state_nbytes(state),
         padding=padding,
+        backend=backend,
         nrmse_zero_padded_model=(
             stream_vs_normal_nrmse(ppg_hr(pretrained=True, padding="zero").eval(), x) if padding != "zero" else None
         ),

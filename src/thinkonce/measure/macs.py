@@ -17,10 +17,21 @@ def count_macs(fn_or_module: Callable[..., Any] | Any, *inputs: Any, **kwargs: A
     """Multiply-accumulates of one call of ``fn_or_module(*inputs, **kwargs)``.
 
     A :class:`thinkonce.Stream` counts one :meth:`~thinkonce.Stream.step`: ``count_macs(stream, x, state)``.
+    The step is counted on its eager implementation whatever the stream's backend: the compiled and
+    ONNX backends run the same operations, but the counter cannot see inside onnxruntime, and a first
+    compiled call would also count its tracing passes.
     """
     from ..stream.stream import Stream
 
-    fn = fn_or_module.step if isinstance(fn_or_module, Stream) else fn_or_module
+    fn = fn_or_module
+    if isinstance(fn_or_module, Stream):
+        s = fn_or_module
+
+        def fn(x: Any, state: Any) -> Any:
+            s._check_chunk(x)
+            s._check_state(state, x.shape[0])
+            return s._step_impl(x, state)
+
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         fn(*inputs, **kwargs)
