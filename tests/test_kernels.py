@@ -121,3 +121,21 @@ def test_count_macs_of_a_stream_is_the_same_for_every_backend():
         counts.add(to.count_macs(s, x, state))
         counts.add(to.count_macs(s, x, state))  # a second call (graph already built) counts the same
     assert len(counts) == 1 and counts.pop() == 8 * 4 * 3 + 8 * 4 * 4 * 3
+
+
+def test_traced_graphs_are_built_for_recurring_keys_only_and_bounded():
+    net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.ReLU()).eval()
+    s = to.stream(net, backend="compiled", example_input=torch.zeros(1, 1, 16))
+    state = s.init_state(1)
+    _, state = s.step(torch.randn(1, 1, 8), state)
+    traced = s._traced
+    for n in range(1, 40):  # ever-new chunk lengths: eager, no graphs
+        _, state = s.step(torch.randn(1, 1, n), state)
+    assert traced.cache == {}
+    for _ in range(3):  # a recurring length is traced once it comes back
+        _, state = s.step(torch.randn(1, 1, 5), state)
+    assert len(traced.cache) == 1
+    traced.max_graphs = 1
+    for _ in range(3):
+        _, state = s.step(torch.randn(1, 1, 6), state)
+    assert len(traced.cache) == 1  # the cap holds; the step still runs (eagerly)

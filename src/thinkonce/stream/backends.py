@@ -46,7 +46,17 @@ class _StepModule(nn.Module):
 
 
 class TracedSteps:
-    """Per-key traced steps (TorchScript or onnxruntime), created lazily and cached."""
+    """Per-key traced steps (TorchScript or onnxruntime), created lazily and cached.
+
+    Building a graph costs ~0.1-1 s, so a key is traced only when it comes back (a fixed hop or chunk
+    size repeats every period; a one-off chunk length runs eagerly), and at most ``max_graphs`` keys
+    are kept: a caller feeding ever-new chunk lengths gets eager steps, not a growing pile of graphs.
+    """
+
+    #: a key is traced on its ``trace_after``-th occurrence
+    trace_after = 2
+    #: most graphs kept per stream; further keys run eagerly
+    max_graphs = 64
 
     def __init__(self, stream: "Stream", kind: str) -> None:
         if kind not in ("compiled", "onnx"):
@@ -54,6 +64,7 @@ class TracedSteps:
         self.stream = stream
         self.kind = kind
         self.cache: dict[tuple, Callable[[Tensor, State], tuple[Tensor, State]]] = {}
+        self.seen: dict[tuple, int] = {}
         self.lock = threading.Lock()
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -64,8 +75,17 @@ class TracedSteps:
         fn = self.cache.get(key)
         if fn is None:
             with self.lock:
-                fn = self.cache.get(key) or self._build(x, state)
-                self.cache[key] = fn
+                fn = self.cache.get(key)
+                if fn is None:
+                    count = self.seen.get(key, 0) + 1
+                    if count >= self.trace_after and len(self.cache) < self.max_graphs:
+                        self.seen.pop(key, None)
+                        fn = self._build(x, state)
+                        self.cache[key] = fn
+                    elif len(self.seen) < 16 * self.max_graphs:  # bounded bookkeeping too
+                        self.seen[key] = count
+            if fn is None:
+                return self.stream._step_impl(x, state)
         return fn(x, state)
 
     def _build(self, x: Tensor, state: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
