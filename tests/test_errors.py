@@ -128,7 +128,46 @@ def test_cli_export_builtin_and_safetensors(tmp_path) -> None:
     r = runner.invoke(app, ["export", str(weights), "--arch", "eeg_seizure", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert out.stat().st_size > 1000
-    pickle_file = tmp_path / "model.pt"
-    pickle_file.write_bytes(b"not a model")
-    r = runner.invoke(app, ["export", str(pickle_file), "-o", str(out)])
-    assert r.exit_code != 0 and "safetensors" in r.output
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    r = runner.invoke(app, ["export", str(junk), "--window", "256", "--hop", "64", "-o", str(out)])
+    assert r.exit_code != 0 and "not a TorchScript archive" in r.output
+    pickled = tmp_path / "pickled.pt"
+    torch.save(eeg_seizure(), str(pickled))  # a pickled module: must never be unpickled
+    r = runner.invoke(app, ["export", str(pickled), "--window", "1024", "--hop", "256", "-o", str(out)])
+    assert r.exit_code != 0 and "not a TorchScript archive" in r.output
+    pt2 = tmp_path / "model.pt2"
+    pt2.write_bytes(b"PK")
+    r = runner.invoke(app, ["export", str(pt2), "-o", str(out)])
+    assert r.exit_code != 0 and "unpickles" in r.output
+
+
+def test_cli_export_torchscript_archive_matches_the_stream(tmp_path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    from typer.testing import CliRunner
+
+    from thinkonce.cli import app
+    from thinkonce.models import eeg_seizure
+
+    torch.manual_seed(0)
+    net = eeg_seizure().eval()
+    archive = tmp_path / "eeg.pt"
+    torch.jit.save(torch.jit.trace(net, (torch.randn(1, 18, 1024),)), str(archive))
+    out = tmp_path / "step.onnx"
+    r = CliRunner().invoke(app, ["export", str(archive), "--window", "1024", "--hop", "256", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    s = to.stream(torch.jit.load(str(archive)), window=1024, hop=256)  # its state names follow the archive
+    state = s.init_state(1)
+    _, state = s.step(torch.randn(1, 18, 1024), state)
+    x = torch.randn(1, 18, 256)
+    want, _ = s.step(x, state)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feed = {i.name: (x.numpy() if i.name == "x" else state[i.name[len("state."):]].numpy()) for i in sess.get_inputs()}
+    got = sess.run(["y"], feed)[0]
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+    # and the archive's stream equals the original module's stream
+    s0 = to.stream(net, window=1024, hop=256)
+    sig = torch.cat([torch.randn(1, 18, 1024), x], -1)
+    y0, y1 = s0.run(sig, chunk=256), s.run(sig, chunk=256)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)

@@ -169,8 +169,17 @@ def analyze(
         console.print(f"analysis written to [bold]{json_out}[/]")
 
 
-def _load_for_export(model: str, arch: str | None):
-    """A model for export, loaded without unpickling: a built-in name, or safetensors weights + --arch."""
+_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript", ".zip")
+
+
+def _load_for_export(model: str, arch: str | None, channels: int | None, window: int | None):
+    """A model for export, loaded without unpickling Python objects.
+
+    Accepted: a built-in name; a safetensors state dict + ``--arch``; a TorchScript archive (read by
+    ``torch.jit.load``, whose C++ unpickler builds tensors and TorchScript code, never Python objects;
+    streamed through PyTorch's TorchScript-to-export converter). ``torch.export`` ``.pt2`` archives are
+    refused: ``torch.export.load`` unpickles, and PyTorch itself warns never to load untrusted ones.
+    """
     from pathlib import Path as _P
 
     if model in BUILTIN and arch is None:
@@ -178,11 +187,19 @@ def _load_for_export(model: str, arch: str | None):
     path = _P(model)
     if not path.exists():
         raise typer.BadParameter(f"{model!r} is neither a built-in network ({', '.join(BUILTIN)}) nor a file")
+    if path.suffix == ".pt2":
+        raise typer.BadParameter(
+            f"{path.name}: torch.export archives are read by torch.export.load, which unpickles (PyTorch warns "
+            "never to load untrusted ones). Save a TorchScript archive (torch.jit.save(torch.jit.trace(model, x)"
+            ", 'model.pt')) or a safetensors state dict with --arch; an ExportedProgram object can be passed to "
+            "thinkonce.stream in Python."
+        )
+    if path.suffix in _TORCHSCRIPT_SUFFIXES:
+        return _load_torchscript(path, channels, window)
     if path.suffix != ".safetensors":
         raise typer.BadParameter(
-            f"{path.name}: only safetensors state dicts are loaded (they cannot execute code). TorchScript and "
-            "torch.export archives hold no Python module graph for thinkonce to convert; save the weights with "
-            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors') and pass --arch."
+            f"{path.name}: expected a TorchScript archive ({', '.join(_TORCHSCRIPT_SUFFIXES)}) or a .safetensors "
+            "state dict with --arch"
         )
     if arch is None or arch not in BUILTIN:
         raise typer.BadParameter(f"pass --arch with the registered architecture: one of {', '.join(BUILTIN)}")
@@ -199,19 +216,50 @@ def _load_for_export(model: str, arch: str | None):
     return net.eval(), c, w, h
 
 
+def _load_torchscript(path, channels: int | None, window: int | None):
+    """A TorchScript archive as an ExportedProgram; window and hop must be given on the command line."""
+    import torch
+
+    from .stream.exported import _script_example, from_torchscript
+
+    if window is None:
+        raise typer.BadParameter("a TorchScript archive does not say its window: pass --window (and --hop)")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise typer.BadParameter(
+            f"{path.name} is not a TorchScript archive ({type(e).__name__}: {str(e).splitlines()[0][:120]}). Pickled "
+            "models (torch.save(model)) are refused: unpickling can run arbitrary code. Save it with "
+            "torch.jit.save(torch.jit.trace(model, x), path) or as a safetensors state dict with --arch."
+        ) from e
+    module.eval()
+    if channels is not None:
+        example = torch.zeros(1, channels, window)
+    else:
+        try:
+            example = _script_example(module, window)
+        except Exception as e:
+            raise typer.BadParameter(f"{e}; pass --channels") from e
+    return from_torchscript(module, example), example.shape[1], window, None
+
+
 @app.command("export")
 def export_cmd(
-    model: str = typer.Argument(..., help="built-in network name, or a .safetensors state dict with --arch"),
+    model: str = typer.Argument(..., help="built-in network name, a TorchScript archive (.pt), or a .safetensors "
+                                          "state dict with --arch"),
     output: Path = typer.Option(Path("step.onnx"), "-o", "--output", help="ONNX file to write"),
     window: int = typer.Option(None, help="window (samples); default: the network's own"),
     hop: int = typer.Option(None, help="hop (samples); default: the network's own"),
     arch: str = typer.Option(None, help=f"registered architecture for a state dict: {', '.join(BUILTIN)}"),
     edge: str = typer.Option("exact", help="exact | stale"),
+    channels: int = typer.Option(None, help="input channels of a TorchScript archive (default: its first conv's)"),
 ) -> None:
     """Export a window stream's step to ONNX with its state as explicit inputs and outputs."""
     from . import stream as make_stream
 
-    net, c, w, h = _load_for_export(model, arch)
+    net, c, w, h = _load_for_export(model, arch, channels, window)
+    if (hop or h) is None:
+        raise typer.BadParameter("pass --hop (samples between windows)")
     s = make_stream(net, window=window or w, hop=hop or h, edge=edge)
     info = s.export_onnx(str(output))
     console.print(

@@ -176,6 +176,10 @@ class Converter:
         )
         return UnsupportedNodeError(f"cannot stream {self._where(n, idx)}: {reason}. {hint}")
 
+    def _batch_moved(self, n: fx.Node, idx: int) -> NodePlan:
+        """Stream state is batch-first: an op that moves the batch axis can only be part of a head."""
+        return self._mixing(n, idx, "it moves the batch axis away from dim 0 (stream values stay batch-first)")
+
     def _mixing(self, n: fx.Node, idx: int, reason: str) -> NodePlan:
         if self.window is None:
             raise self._fail(
@@ -275,6 +279,8 @@ class Converter:
 
         if rules.is_user_framewise(target):
             return framewise()
+        if isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags:
+            return framewise()  # element-wise ATen operator (exported graphs)
         # shape queries
         if (n.op == "call_function" and target is getattr and n.args[1] == "shape") or (
             is_method and target in ("size", "dim")
@@ -282,6 +288,8 @@ class Converter:
             if is_method and target == "size":
                 d = _arg(n, 1, "dim")
                 if d is not None and _norm_dim(d, ndim_in) == t:
+                    if self.window is not None:  # within a window every length is that of the window
+                        return NodePlan(n, "const", value=self.shapes[n])
                     raise self._fail(n, idx, "it reads the length of the time axis, which a stream does not have")
             return NodePlan(n, "dyn")
         if target is operator.getitem:
@@ -293,13 +301,19 @@ class Converter:
         # moving the time axis
         if target in ("transpose", torch.transpose, "swapaxes", torch.swapaxes):
             a, b = _norm_dim(n.args[1], ndim_in), _norm_dim(n.args[2], ndim_in)
+            if a != b and 0 in (a, b):
+                return self._batch_moved(n, idx)
             return framewise(b if t == a else a if t == b else t)
         if target in ("permute", torch.permute):
             dims = n.args[1] if (len(n.args) == 2 and isinstance(n.args[1], (tuple, list))) else n.args[1:]
             dims = [_norm_dim(d, ndim_in) for d in dims]
+            if dims[0] != 0:
+                return self._batch_moved(n, idx)
             return framewise(dims.index(t))
         if target in ("unsqueeze", torch.unsqueeze):
             d = _norm_dim(_arg(n, 1, "dim"), ndim_out)
+            if d == 0:
+                return self._batch_moved(n, idx)
             return framewise(t + 1 if d <= t else t)
         if target in ("squeeze", torch.squeeze):
             d = _arg(n, 1, "dim")
@@ -309,6 +323,21 @@ class Converter:
             if t in ds:
                 return self._mixing(n, idx, "squeezes the time axis")
             return framewise(t - sum(1 for x in ds if x < t and in_shape[x] == 1))
+        if target in ("unflatten", torch.unflatten):
+            d = _norm_dim(_arg(n, 1, "dim"), ndim_in)
+            if d == t:
+                return self._mixing(n, idx, "unflattens the time axis")
+            return framewise(t + len(_arg(n, 2, "sizes")) - 1 if d < t else t)
+        if target in ("select", torch.select):
+            d = _norm_dim(_arg(n, 1, "dim"), ndim_in)
+            if d == t:
+                return self._mixing(n, idx, "selects one frame of the time axis")
+            return framewise(t - 1 if d < t else t)
+        if target in ("narrow", torch.narrow):
+            d = _norm_dim(_arg(n, 1, "dim"), ndim_in)
+            if d == t:
+                return self._mixing(n, idx, "narrows the time axis")
+            return framewise(t)
         if target in ("flatten", torch.flatten):
             s0 = _norm_dim(_arg(n, 1, "start_dim", 0), ndim_in)
             s1 = _norm_dim(_arg(n, 2, "end_dim", -1), ndim_in)

@@ -66,7 +66,8 @@ class Program:
         with torch.no_grad():
             for p in plan.nodes:
                 if p.kind == "const":
-                    self.consts[p.node] = self.calls[p.node](self.consts.__getitem__)
+                    fixed = p.value is not None and p.node.op != "get_attr"
+                    self.consts[p.node] = p.value if fixed else self.calls[p.node](self.consts.__getitem__)
         self.trunk: list[NodePlan] = [p for p in plan.nodes if p.kind not in ("const", "head")]
         # output shape of frame-wise and temporal nodes for an empty chunk (time axis of length 0)
         self.empty_shapes: dict[fx.Node, tuple[int, ...]] = {}

@@ -91,6 +91,8 @@ def describe_target(target: Any) -> str:
     """A readable name for a call target (``F.relu``, ``operator.add``, method ``view``)."""
     if isinstance(target, str):
         return target
+    if isinstance(target, torch._ops.OpOverload):
+        return f"aten.{target.overloadpacket.__name__}.{target._overloadname}"
     mod = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
     return f"{mod}.{name}" if mod else name

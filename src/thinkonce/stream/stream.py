@@ -20,6 +20,7 @@ from ..errors import StreamInputError, ThinkonceError, UnsupportedNodeError
 from .convert import Converter, Plan
 from .program import Program
 from .backends import BACKENDS, TracedSteps, export_step
+from .exported import as_module
 from .state import State, state_batch
 from .window import WindowSpec, approximate_window_forward, extended_window_forward, window_spec
 
@@ -95,8 +96,12 @@ class Stream:
         backend: str = "eager",
         allow_misaligned: bool = False,
     ) -> None:
+        model, example_input = as_module(model, example_input, window)
         if not isinstance(model, nn.Module):
-            raise TypeError(f"thinkonce.stream expects an nn.Module, got {type(model).__name__}")
+            raise TypeError(
+                f"thinkonce.stream expects an nn.Module, a torch.export.ExportedProgram or a TorchScript "
+                f"module, got {type(model).__name__}"
+            )
         self.spec: WindowSpec | None = None
         mode_dependent = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.modules.instancenorm._InstanceNorm)
         training = [
