@@ -171,3 +171,23 @@ def test_cli_export_torchscript_archive_matches_the_stream(tmp_path) -> None:
     sig = torch.cat([torch.randn(1, 18, 1024), x], -1)
     y0, y1 = s0.run(sig, chunk=256), s.run(sig, chunk=256)
     torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+
+
+def test_moving_the_batch_axis_is_refused_in_continuous_mode_and_a_head_in_window_mode() -> None:
+    class SwapBatch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv1d(2, 3, 3)  # valid padding: the window stream equals plain inference
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)).transpose(0, 1).mean(-1).transpose(0, 1)
+
+    torch.manual_seed(0)
+    net = SwapBatch().eval()
+    with pytest.raises(to.UnsupportedNodeError, match="batch axis"):
+        to.stream(net, example_input=torch.zeros(2, 2, 16))
+    s = to.stream(net, window=16, hop=4, example_input=torch.zeros(1, 2, 16))
+    x = torch.randn(2, 2, 24)
+    with torch.no_grad():
+        want = torch.stack([net(x[..., k * 4 : k * 4 + 16]) for k in range(3)], dim=1)
+    torch.testing.assert_close(s.run(x, chunk=4), want, rtol=1e-5, atol=1e-5)

@@ -178,6 +178,9 @@ class Converter:
 
     def _batch_moved(self, n: fx.Node, idx: int) -> NodePlan:
         """Stream state is batch-first: an op that moves the batch axis can only be part of a head."""
+        if self.window is None:
+            raise self._fail(n, idx, "it moves the batch axis away from dim 0; stream values stay batch-first",
+                             "Keep the batch axis first (e.g. use batch_first=True layers).")
         return self._mixing(n, idx, "it moves the batch axis away from dim 0 (stream values stay batch-first)")
 
     def _mixing(self, n: fx.Node, idx: int, reason: str) -> NodePlan:
