@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -139,3 +140,18 @@ def test_traced_graphs_are_built_for_recurring_keys_only_and_bounded():
     for _ in range(3):
         _, state = s.step(torch.randn(1, 1, 6), state)
     assert len(traced.cache) == 1  # the cap holds; the step still runs (eagerly)
+
+
+def test_a_step_that_cannot_be_traced_runs_eagerly_with_a_warning(monkeypatch):
+    net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.ReLU()).eval()
+    s = to.stream(net, backend="compiled", example_input=torch.zeros(1, 1, 16))
+    eager = to.stream(net, example_input=torch.zeros(1, 1, 16))
+
+    def broken(*a, **k):
+        raise RuntimeError("tracer says no")
+
+    monkeypatch.setattr(s._traced, "_build", broken)
+    x = torch.randn(1, 1, 40)
+    with pytest.warns(RuntimeWarning, match="tracer says no"):
+        y = s.run(x, chunk=4)
+    torch.testing.assert_close(y, eager.run(x, chunk=4))

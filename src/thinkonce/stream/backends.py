@@ -80,7 +80,16 @@ class TracedSteps:
                     count = self.seen.get(key, 0) + 1
                     if count >= self.trace_after and len(self.cache) < self.max_graphs:
                         self.seen.pop(key, None)
-                        fn = self._build(x, state)
+                        try:
+                            fn = self._build(x, state)
+                        except Exception as e:  # an op the tracer/exporter cannot take: stay correct, eagerly
+                            warnings.warn(
+                                f"backend {self.kind!r} could not build a step graph for chunks of {x.shape[-1]} "
+                                f"samples ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                                "these steps run eagerly (same results, eager speed)",
+                                RuntimeWarning, stacklevel=4,
+                            )
+                            fn = self.stream._step_impl
                         self.cache[key] = fn
                     elif len(self.seen) < 16 * self.max_graphs:  # bounded bookkeeping too
                         self.seen[key] = count
