@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import typer
@@ -51,8 +53,11 @@ def demo(
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
         task = bar.add_task("streaming hops", total=None)
-        res = run_demo(seconds, seed, progress=lambda i, n: bar.update(task, completed=i, total=n), padding=padding,
-                       backend=backend)
+        try:
+            res = run_demo(seconds, seed, progress=lambda i, n: bar.update(task, completed=i, total=n),
+                           padding=padding, backend=backend)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
 
     table = Table(title="Per-window heart rate (bpm)")
     for col in ("window end (s)", "ground truth", "normal windowed", "stream", "stream - normal"):
@@ -79,9 +84,11 @@ def demo(
         f"max |d| {res.max_abs_bpm:.3f} bpm (the stream is exact against signal-padded inference)"
     )
     if res.nrmse_zero_padded_model is not None:
+        z = res.nrmse_zero_padded_model
+        shown = f"{100 * z:.2f}%" if math.isfinite(z) else "n/a (normal outputs do not vary over so few windows)"
         console.print(
             f"for contrast, the zero-padding-trained model: stream vs normal NRMSE "
-            f"{100 * res.nrmse_zero_padded_model:.2f}% (StreamiNNC: 5.83% zero vs 2.03% signal padding)"
+            f"{shown} (StreamiNNC: 5.83% zero vs 2.03% signal padding)"
         )
     out = plot_demo(res, plot)
     console.print(f"plot saved to [bold]{out}[/]")

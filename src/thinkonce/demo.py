@@ -61,6 +61,12 @@ def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: s
     from .models import ppg_hr
     from .stream.state import state_nbytes
 
+    min_s = (WINDOW + 2 * HOP) / FS
+    if not duration_s >= min_s:
+        raise ValueError(
+            f"the recording must last at least {min_s:.0f} s (three windows of {WINDOW} samples at {FS:.0f} Hz, "
+            f"hop {HOP}); got {duration_s:g} s. Minutes make the deviation figures meaningful."
+        )
     torch.set_num_threads(1)  # per-stream latency on one core, as on a small device
     model = ppg_hr(pretrained=True, padding=padding).eval()
     rec = simulate_ppg(duration_s, fs=FS, seed=seed)
