@@ -260,6 +260,7 @@ def export_cmd(
     arch: str = typer.Option(None, help=f"registered architecture for a state dict: {', '.join(BUILTIN)}"),
     edge: str = typer.Option("exact", help="exact | stale"),
     channels: int = typer.Option(None, help="input channels of a TorchScript archive (default: its first conv's)"),
+    chunk: int = typer.Option(None, help="samples per step call (default: the hop); any size, the phase is in the state"),
 ) -> None:
     """Export a window stream's step to ONNX with its state as explicit inputs and outputs."""
     from . import stream as make_stream
@@ -268,10 +269,11 @@ def export_cmd(
     if (hop or h) is None:
         raise typer.BadParameter("pass --hop (samples between windows)")
     s = make_stream(net, window=window or w, hop=hop or h, edge=edge)
-    info = s.export_onnx(str(output))
+    info = s.export_onnx(str(output), chunk=chunk)
     console.print(
         f"wrote [bold]{output}[/]: {len(info['inputs'])} inputs (x + state), {len(info['outputs'])} outputs, chunk "
-        f"{info['chunk']} samples; feed a state after the first {info['warmup']} samples"
+        f"{info['chunk']} samples ({len(info['phases'])} phase branch(es)); feed a state after the first "
+        f"{info['warmup']} samples"
     )
 
 

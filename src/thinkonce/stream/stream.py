@@ -366,22 +366,42 @@ class Stream:
         """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``.
 
         The graph is the steady-state step for chunks of ``chunk`` samples (default: the hop in window
-        mode, the stride period in continuous mode); it must be a multiple of the stride period, so that
-        every call sees the same phase. The batch axis is dynamic. Feed it a state from
-        :meth:`init_state` after the first window (window mode) or after :attr:`warmup` samples
-        (continuous mode), and its outputs back as the next state. Returns the input/output names.
+        mode, the stride period in continuous mode); the batch axis is dynamic. The stride phase travels
+        in the state (``state.@t``): when ``chunk`` is not a multiple of the phase period (the stride
+        period; in window mode its least common multiple with the hop) the calls cycle through phases,
+        and the graph holds one branch per phase, chosen from ``state.@t`` by ``If`` nodes. Feed it a
+        state from :meth:`init_state` after :attr:`warmup` samples (the first window in window mode),
+        and its outputs back as the next state. Returns the input/output names and the phases.
         """
+        import io
+
+        import onnx
+
+        from .onnx_phases import merge_phases
+
         n = chunk if chunk is not None else (self.hop if self.spec is not None else self._period)
-        if n % self._period:
-            raise ValueError(f"chunk={n} must be a multiple of the stride period {self._period} for export")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"chunk must be a positive number of samples, got {n!r}")
+        modulus = math.lcm(self.hop, self._period) if self.spec is not None else self._period
         b = batch or 1
         st = self.init_state(b)
         warm = self.warmup
+        x = torch.zeros((b, *self.input_frame_shape, n), dtype=self.dtype)
         with torch.no_grad():
             _, st = self._step_impl(torch.zeros((b, *self.input_frame_shape, warm), dtype=self.dtype), st)
-        x = torch.zeros((b, *self.input_frame_shape, n), dtype=self.dtype)
-        ins, outs = export_step(self, x, st, path, opset=opset)
-        return {"inputs": ins, "outputs": outs, "chunk": n, "warmup": warm}
+            if n % modulus == 0:
+                ins, outs = export_step(self, x, st, path, opset=opset)
+                return {"inputs": ins, "outputs": outs, "chunk": n, "warmup": warm, "phases": [warm % modulus]}
+            models, phases = [], []
+            while (phase := int(st["@t"][0]) % modulus) not in phases:
+                buf = io.BytesIO()
+                ins, outs = export_step(self, x, st, buf, opset=opset)
+                models.append(onnx.load_from_string(buf.getvalue()))
+                phases.append(phase)
+                _, st = self._step_impl(x, st)
+        onnx.save(merge_phases(models, phases, modulus), path)
+        names_in = sorted({i.name for m in models for i in m.graph.input}, key=lambda s: (s != "x", s))
+        return {"inputs": names_in, "outputs": outs, "chunk": n, "warmup": warm, "phases": phases}
 
     @property
     def warmup(self) -> int:
