@@ -138,8 +138,30 @@ def test_cli_export_builtin_and_safetensors(tmp_path) -> None:
     assert r.exit_code != 0 and "not a TorchScript archive" in r.output
     pt2 = tmp_path / "model.pt2"
     pt2.write_bytes(b"PK")
-    r = runner.invoke(app, ["export", str(pt2), "-o", str(out)])
-    assert r.exit_code != 0 and "unpickles" in r.output
+    r = runner.invoke(app, ["export", str(pt2), "--hop", "256", "-o", str(out)])
+    assert r.exit_code != 0 and "tensors only" in r.output
+    good = tmp_path / "eeg.pt2"
+    torch.export.save(torch.export.export(eeg_seizure().eval(), (torch.randn(1, 18, 1024),)), str(good))
+    r = runner.invoke(app, ["export", str(good), "--hop", "256", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+
+
+def test_exported_archives_are_read_with_tensor_only_unpickling() -> None:
+    import pickle
+
+    from thinkonce.stream.exported import _tensors_only_unpickling
+
+    with _tensors_only_unpickling():
+        with pytest.raises(to.ThinkonceError, match="tensors only"):
+            pickle.loads(pickle.dumps({"any": "object"}))
+        with pytest.raises(Exception):
+            import io
+
+            buf = io.BytesIO()
+            torch.save(object(), buf)  # saving is untouched; loading a non-tensor object is not allowed
+            buf.seek(0)
+            torch.load(buf)
+    assert pickle.loads(pickle.dumps(3)) == 3  # restored afterwards
 
 
 def test_cli_export_torchscript_archive_matches_the_stream(tmp_path) -> None:

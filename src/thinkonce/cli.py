@@ -184,8 +184,8 @@ def _load_for_export(model: str, arch: str | None, channels: int | None, window:
 
     Accepted: a built-in name; a safetensors state dict + ``--arch``; a TorchScript archive (read by
     ``torch.jit.load``, whose C++ unpickler builds tensors and TorchScript code, never Python objects;
-    streamed through PyTorch's TorchScript-to-export converter). ``torch.export`` ``.pt2`` archives are
-    refused: ``torch.export.load`` unpickles, and PyTorch itself warns never to load untrusted ones.
+    streamed through PyTorch's TorchScript-to-export converter); a ``torch.export`` ``.pt2`` archive
+    (read with every unpickling restricted to tensors, see ``load_exported_archive``).
     """
     from pathlib import Path as _P
 
@@ -195,12 +195,16 @@ def _load_for_export(model: str, arch: str | None, channels: int | None, window:
     if not path.exists():
         raise typer.BadParameter(f"{model!r} is neither a built-in network ({', '.join(BUILTIN)}) nor a file")
     if path.suffix == ".pt2":
-        raise typer.BadParameter(
-            f"{path.name}: torch.export archives are read by torch.export.load, which unpickles (PyTorch warns "
-            "never to load untrusted ones). Save a TorchScript archive (torch.jit.save(torch.jit.trace(model, x)"
-            ", 'model.pt')) or a safetensors state dict with --arch; an ExportedProgram object can be passed to "
-            "thinkonce.stream in Python."
-        )
+        from .stream.exported import example_from_program, load_exported_archive
+
+        try:
+            program = load_exported_archive(str(path))
+        except Exception as e:
+            raise typer.BadParameter(f"{path.name}: {e}") from e
+        example = example_from_program(program)
+        if example is None:
+            raise typer.BadParameter(f"{path.name}: the program does not take exactly one signal input")
+        return program, example.shape[1], example.shape[-1], None
     if path.suffix in _TORCHSCRIPT_SUFFIXES:
         return _load_torchscript(path, channels, window)
     if path.suffix != ".safetensors":
@@ -252,8 +256,8 @@ def _load_torchscript(path, channels: int | None, window: int | None):
 
 @app.command("export")
 def export_cmd(
-    model: str = typer.Argument(..., help="built-in network name, a TorchScript archive (.pt), or a .safetensors "
-                                          "state dict with --arch"),
+    model: str = typer.Argument(..., help="built-in network name, a TorchScript archive (.pt), a torch.export "
+                                          "archive (.pt2), or a .safetensors state dict with --arch"),
     output: Path = typer.Option(Path("step.onnx"), "-o", "--output", help="ONNX file to write"),
     window: int = typer.Option(None, help="window (samples); default: the network's own"),
     hop: int = typer.Option(None, help="hop (samples); default: the network's own"),

@@ -9,14 +9,16 @@ converter runs them frame by frame as they are. Anything else stays as it is: fi
 and named in the converter's error if it touches the time axis of the trunk.
 
 A TorchScript archive is first turned into an ``ExportedProgram`` by PyTorch's own converter
-(``torch._export.converter.TS2EPConverter``). ``torch.export.load`` itself is not used on files: it
-unpickles (PyTorch warns never to load untrusted archives with it), which thinkonce refuses to do.
+(``torch._export.converter.TS2EPConverter``). A ``.pt2`` archive is read by ``torch.export.load`` with
+every unpickling restricted to tensors (:func:`load_exported_archive`): by itself it would unpickle
+arbitrary objects, and PyTorch warns never to load untrusted archives with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.fx as fx
@@ -313,3 +315,43 @@ def _script_example(module: torch.jit.ScriptModule, window: int | None) -> torch
         if p.dim() == 3 and name.endswith("weight"):
             return torch.zeros(1, p.shape[1], window or 64, dtype=p.dtype)
     raise ThinkonceError("pass example_input= (batch, channels, time): no 1-D conv weight to infer channels from")
+
+
+@contextlib.contextmanager
+def _tensors_only_unpickling() -> Iterator[None]:
+    """Within: ``torch.load`` runs with ``weights_only=True`` (tensors and plain containers only) and
+    the two raw unpicklers ``torch.export.load`` may call for custom objects are refused."""
+    import pickle
+
+    saved = torch.load, pickle.loads, torch._C._pickle_load_obj
+
+    def tensors_only(f: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        return saved[0](f, *args, **kwargs)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ThinkonceError("the archive holds a pickled Python object; thinkonce loads tensors only")
+
+    torch.load, pickle.loads, torch._C._pickle_load_obj = tensors_only, refuse, refuse
+    try:
+        yield
+    finally:
+        torch.load, pickle.loads, torch._C._pickle_load_obj = saved
+
+
+def load_exported_archive(path: Any) -> torch.export.ExportedProgram:
+    """A ``torch.export`` ``.pt2`` archive, read without unpickling anything but tensors.
+
+    ``torch.export.load`` alone unpickles weights and custom objects (PyTorch warns never to load an
+    untrusted archive with it); here every unpickling goes through ``weights_only=True`` or is refused.
+    """
+    with _tensors_only_unpickling():
+        try:
+            return torch.export.load(path)
+        except ThinkonceError:
+            raise
+        except Exception as e:
+            raise ThinkonceError(
+                f"could not read {path} as a torch.export archive holding tensors only "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+            ) from e
