@@ -113,3 +113,18 @@ def test_exported_program_window_must_match_its_static_length() -> None:
         to.stream(ep, window=32, hop=8)
     s = to.stream(ep, window=64, hop=8)
     assert s.window == 64
+
+
+def test_analyze_and_verify_take_an_exported_program() -> None:
+    torch.manual_seed(0)
+    model = eeg_seizure().eval()
+    ep = torch.export.export(model, (torch.randn(1, 18, 1024),))
+    a_ep, a_m = to.analyze(ep, 1024, fs=256.0), to.analyze(model, 1024, fs=256.0)
+    assert [(la.receptive_field, round(la.pad_share, 6)) for la in a_ep.layers] == [
+        (la.receptive_field, round(la.pad_share, 6)) for la in a_m.layers
+    ]
+    assert a_ep.allowed_hops == a_m.allowed_hops
+    x = torch.randn(18, 1024 + 4 * 256)
+    r_ep = to.verify(ep, to.stream(ep, window=1024, hop=256), x)
+    r_m = to.verify(model, to.stream(model, window=1024, hop=256), x)
+    assert abs(r_ep.nrmse - r_m.nrmse) < 1e-6

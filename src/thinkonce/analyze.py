@@ -21,6 +21,7 @@ from rich.table import Table
 
 from .stream.bounds import _propagate, _Val, pooling_error_bound
 from .stream.convert import Converter, NodePlan, Plan
+from .stream.exported import as_module
 from .stream.layers import ChainOp, PadOp, SlidingOp, TrimOp
 from .stream.window import stride_period, window_spec
 
@@ -244,6 +245,7 @@ def analyze(
         raise ValueError(f"window must be a positive int, got {window!r}")
     if f_max is not None and fs is None:
         raise ValueError("the pooling error bound needs the sampling rate too: pass fs= with f_max=")
+    model, example_input = as_module(model, example_input, window)  # exported / TorchScript forms too
     model = copy.deepcopy(model).eval()  # shape recording must not touch BatchNorm statistics
     if example_input is None:
         example_input = _infer_example(model, window)

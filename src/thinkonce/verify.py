@@ -74,6 +74,9 @@ def windowed_inference(model: nn.Module, signal: Tensor, window: int, hop: int, 
     n = signal.shape[-1]
     starts = list(range(0, n - window + 1, hop))
     outs = []
+    if isinstance(model, torch.export.ExportedProgram):
+        model = model.module()
+        batch = 1  # exported shapes are static: one window at a time
     with torch.no_grad():
         for i in range(0, len(starts), batch):
             wins = torch.stack([signal[..., s : s + window] for s in starts[i : i + batch]], dim=1)
@@ -95,7 +98,7 @@ def verify(model: nn.Module, stream: Stream, signal: Tensor | np.ndarray, chunk:
     ys = stream.run(x, chunk=chunk)
     if stream.spec is None:
         with torch.no_grad():
-            ref = model(x)
+            ref = (model.module() if isinstance(model, torch.export.ExportedProgram) else model)(x)
         return deviation(ys, ref, "continuous", "offline model on the whole signal", feature_dim=1)
     ref = windowed_inference(model, x, stream.window, stream.hop)
     return deviation(ys, ref, "window", "normal windowed inference (zero padding per window)")
