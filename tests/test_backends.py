@@ -137,3 +137,38 @@ def test_random_stacks_on_traced_backends_match_offline(case) -> None:
     assert y.shape == ref.shape
     scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
     assert float((y - ref).abs().max() if ref.numel() else 0.0) <= 1e-5 * scale
+
+
+class UNet(nn.Module):
+    """Encoder (strides 2, 2), residual middle, decoder (transposed convs) with skip concatenations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.e1 = nn.Conv1d(2, 8, 3, padding=1)
+        self.d1 = nn.Conv1d(8, 16, 4, stride=2, padding=1)
+        self.d2 = nn.Conv1d(16, 16, 3, stride=2, padding=1)
+        self.mid = nn.Conv1d(16, 16, 3, padding=2, dilation=2)
+        self.u2 = nn.ConvTranspose1d(16, 16, 4, stride=2, padding=1)
+        self.u1 = nn.ConvTranspose1d(32, 8, 4, stride=2, padding=1)
+        self.out = nn.Conv1d(16, 1, 1)
+
+    def forward(self, x):
+        a = F.relu(self.e1(x))
+        b = F.relu(self.d1(a))
+        c = F.relu(self.d2(b))
+        c = c + F.relu(self.mid(c))
+        u = torch.cat([F.relu(self.u2(c)), b], 1)
+        u = torch.cat([F.relu(self.u1(u)), a], 1)
+        return self.out(u)
+
+
+@pytest.mark.parametrize("backend", ["eager", "compiled", "onnx"])
+def test_unet_streams_exactly_on_every_backend(backend) -> None:
+    torch.manual_seed(0)
+    model = UNet().eval()
+    x = torch.randn(3, 2, 160)
+    with torch.no_grad():
+        ref = model(x)
+    s = to.stream(model, example_input=x[:1], backend=backend)
+    for chunks in ([1], [7, 3, 0, 11]):
+        torch.testing.assert_close(s.run(x, chunk=chunks), ref, rtol=1e-5, atol=1e-5)
