@@ -213,3 +213,16 @@ def test_moving_the_batch_axis_is_refused_in_continuous_mode_and_a_head_in_windo
     with torch.no_grad():
         want = torch.stack([net(x[..., k * 4 : k * 4 + 16]) for k in range(3)], dim=1)
     torch.testing.assert_close(s.run(x, chunk=4), want, rtol=1e-5, atol=1e-5)
+
+
+def test_output_that_is_not_batch_first_is_refused() -> None:
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv1d(2, 3, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean(-1).transpose(0, 1)  # (features, batch)
+
+    with pytest.raises(to.UnsupportedNodeError, match="not batch-first"):
+        to.stream(Features().eval(), window=16, hop=4, example_input=torch.zeros(1, 2, 16))

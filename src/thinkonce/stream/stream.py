@@ -135,6 +135,7 @@ class Stream:
         if not isinstance(out, torch.fx.Node):
             raise UnsupportedNodeError("the model returns a tuple/dict; a stream needs a single tensor output")
         self._out_shape = self.plan.example_shapes[out]
+        self._check_batch_first(example)
         if window is None:
             p = self.plan.by_node[out]
             if not p.temporal:
@@ -163,6 +164,30 @@ class Stream:
         self._traced = TracedSteps(self, backend) if backend != "eager" else None
 
     # ------------------------------------------------------------------ construction helpers
+    def _check_batch_first(self, example: Tensor) -> None:
+        """Streams keep every value batch-first; a model whose output is not would be stacked wrongly.
+
+        The example's output must lead with the example's batch, and so must the output of a batch two
+        larger (run once here); models that cannot take another batch size (exported with a static
+        batch) are checked on the example alone.
+        """
+        b = example.shape[0]
+        shapes = [(b, self._out_shape)]
+        x2 = example[:1].expand(b + 2, *example.shape[1:]).contiguous()
+        try:
+            with torch.no_grad():
+                y2 = self.model(x2)
+            if isinstance(y2, Tensor):
+                shapes.append((b + 2, tuple(y2.shape)))
+        except Exception:
+            pass
+        for batch, shape in shapes:
+            if not isinstance(shape, tuple) or not shape or shape[0] != batch:
+                raise UnsupportedNodeError(
+                    f"the model's output is not batch-first: {batch} input stream(s) gave an output of shape "
+                    f"{shape}. A stream stacks outputs per stream along dim 0; return (batch, ...)."
+                )
+
     def _example(self, example_input: Tensor | None) -> Tensor:
         if example_input is not None:
             if not isinstance(example_input, Tensor) or example_input.dim() < 2:
