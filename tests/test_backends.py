@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,16 @@ def test_unet_streams_exactly_on_every_backend(backend) -> None:
     s = to.stream(model, example_input=x[:1], backend=backend)
     for chunks in ([1], [7, 3, 0, 11]):
         torch.testing.assert_close(s.run(x, chunk=chunks), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_conv_with_same_padding_and_dilation_runs_in_onnxruntime() -> None:
+    """A 1x1 conv declared with padding='same' and dilation 2 (a no-op for one tap) is exported plainly:
+    onnxruntime rejects auto_pad SAME with dilation (found by the random-stack property test)."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv1d(2, 4, 1, padding="same", dilation=2, groups=2), nn.ReLU()).eval()
+    x = torch.randn(2, 2, 40)
+    s = to.stream(model, example_input=x[:1], backend="onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no eager fallback: the graph itself must run
+        y = s.run(x, chunk=[1, 1])
+    torch.testing.assert_close(y, model(x).detach(), rtol=1e-5, atol=1e-5)

@@ -34,13 +34,16 @@ BACKENDS = ("eager", "compiled", "onnx")
 class _StepModule(nn.Module):
     """``forward(x, *state_tensors) -> (y, *new_state_tensors)`` for one key, in a fixed key order."""
 
-    def __init__(self, stream: "Stream", keys_in: list[str], keys_out: list[str]) -> None:
+    def __init__(self, stream: "Stream", keys_in: list[str], keys_out: list[str],
+                 fixed: State | None = None) -> None:
         super().__init__()
         self.stream = stream
         self.keys_in, self.keys_out = keys_in, keys_out
+        self.fixed = dict(fixed or {})  # state entries the graph never reads as tensors (see TracedSteps)
 
     def forward(self, x: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
-        state = dict(zip(self.keys_in, tensors))
+        state = dict(self.fixed)
+        state.update(zip(self.keys_in, tensors))
         y, new = self.stream._step_impl(x, state)
         return (y, *[new[k] for k in self.keys_out])
 
@@ -82,6 +85,7 @@ class TracedSteps:
                         self.seen.pop(key, None)
                         try:
                             fn = self._build(x, state)
+                            _check_against_eager(fn, self.stream, x, state)
                         except Exception as e:  # an op the tracer/exporter cannot take: stay correct, eagerly
                             warnings.warn(
                                 f"backend {self.kind!r} could not build a step graph for chunks of {x.shape[-1]} "
@@ -112,6 +116,16 @@ class TracedSteps:
                 traced = torch.jit.trace(mod, args, check_trace=False)
                 fold_static_shapes(traced.graph)
                 traced = torch.jit.freeze(traced)
+                # entries the graph never reads (counters only read as Python ints, fixed by the key) are
+                # not passed at all: re-trace with them bound to their traced values
+                graph_inputs = list(traced.graph.inputs())[2:]  # after self and x
+                unused = [k for k, v in zip(keys_in, graph_inputs) if not v.uses()]
+                if unused:
+                    keys_in = [k for k in keys_in if k not in unused]
+                    mod = _StepModule(self.stream, keys_in, keys_out, {k: state[k] for k in unused}).eval()
+                    traced = torch.jit.trace(mod, (x, *[state[k] for k in keys_in]), check_trace=False)
+                    fold_static_shapes(traced.graph)
+                    traced = torch.jit.freeze(traced)
 
             def run(x: Tensor, state: State) -> tuple[Tensor, State]:
                 out = traced(x, *[state[k] for k in keys_in])
@@ -122,6 +136,26 @@ class TracedSteps:
 
             return run
         return _onnx_runner(mod, args, keys_in, keys_out, passthrough)
+
+
+def _check_against_eager(fn: Callable[[Tensor, State], tuple[Tensor, State]], stream: "Stream", x: Tensor,
+                         state: State) -> None:
+    """A new graph must reproduce the eager step on the input it was built from, outputs and state alike
+    (a tracer or runtime that mishandles an op then costs speed, never correctness)."""
+    y_ref, new_ref = stream._step_impl(x, state)
+    y, new = fn(x, state)
+    pairs = [(y, y_ref)] + [(new.get(k), v) for k, v in new_ref.items()]
+    for got, want in pairs:
+        if got is None or got.shape != want.shape:
+            raise RuntimeError("the traced step disagrees with the eager step on shapes")
+        if want.numel() and want.is_floating_point():
+            scale = max(1.0, float(want.abs().max()))
+            if not bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all()):
+                raise RuntimeError("the traced step produced non-finite values")
+            if float((got - want).abs().max()) > 1e-4 * scale:
+                raise RuntimeError("the traced step disagrees with the eager step")
+        elif not torch.equal(got, want):
+            raise RuntimeError("the traced step disagrees with the eager step on counters")
 
 
 def fold_static_shapes(graph: torch._C.Graph) -> int:

@@ -61,6 +61,7 @@ class NodePlan:
     source: fx.Node | None = None  # for alias
     value: Any = None  # for const
     reason: str = ""  # for head: why this node mixes the time axis
+    call: Any = None  # frame-wise: replaces the node's own call, ``call(look)`` (look: node -> value)
 
     @property
     def temporal(self) -> bool:
@@ -530,7 +531,14 @@ class Converter:
             else:
                 pl = pr = _single(m.padding)
             if k == 1 and s == 1 and pl == 0 and pr == 0:
-                return NodePlan(n, "framewise", tdim=2, rate=rate, rf=rf, temporal_args=targs)
+                # a 1x1 conv is frame-wise; run it with plain padding/dilation (its own may say 'same' and
+                # dilation 2, which ONNX runtimes reject although they change nothing for one tap)
+                src, w1, b1, g1 = n.args[0], m.weight, m.bias, m.groups
+
+                def pointwise(look, src=src, w=w1, b=b1, g=g1):
+                    return F.conv1d(look(src), w, b, 1, 0, 1, g)
+
+                return NodePlan(n, "framewise", tdim=2, rate=rate, rf=rf, temporal_args=targs, call=pointwise)
             w, b, g = m.weight, m.bias, m.groups
 
             def fn(x: torch.Tensor, w=w, b=b, s=s, d=d, g=g) -> torch.Tensor:

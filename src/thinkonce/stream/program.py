@@ -61,7 +61,7 @@ class Program:
         self.consts: dict[fx.Node, Any] = {}
         for p in plan.nodes:
             if p.kind in ("const", "dyn", "framewise", "align", "head") or (p.kind == "temporal" and p.op is None):
-                self.calls[p.node] = make_call(p.node, plan.gm)
+                self.calls[p.node] = p.call if p.call is not None else make_call(p.node, plan.gm)
         # constants are computed once, in graph order
         with torch.no_grad():
             for p in plan.nodes:
