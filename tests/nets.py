@@ -120,3 +120,12 @@ def upsampling_block(draw) -> Block:
         op = draw(st.integers(0, max(s, d) - 1))
         return Block("convT", k, s, d, p, extra=op)
     return Block("up", s=draw(st.integers(2, 3)))
+
+
+@st.composite
+def stack_case(draw, variants: list[str], max_blocks: int = 4):
+    """(blocks, input channels, seed, variant): a random stack, sometimes with an upsampling block."""
+    blocks = draw(st.lists(conv_block(), min_size=1, max_size=max_blocks))
+    if draw(st.booleans()):
+        blocks.insert(draw(st.integers(0, len(blocks))), draw(upsampling_block()))
+    return blocks, draw(st.integers(1, 3)), draw(st.integers(0, 2**16)), draw(st.sampled_from(variants))

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import thinkonce as to
+from nets import stack_case
 
 
 class ResNet(nn.Module):
@@ -108,18 +109,8 @@ def test_export_onnx_runs_in_onnxruntime_with_dynamic_batch(tmp_path, window, ch
             np.testing.assert_allclose(onnx_state[k], v.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@st.composite
-def _random_case(draw):
-    from nets import conv_block, upsampling_block
-
-    blocks = draw(st.lists(conv_block(), min_size=1, max_size=4))
-    if draw(st.booleans()):
-        blocks.insert(draw(st.integers(0, len(blocks))), draw(upsampling_block()))
-    return blocks, draw(st.integers(1, 3)), draw(st.integers(0, 2**16)), draw(st.sampled_from(["compiled", "onnx"]))
-
-
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_random_case())
+@given(stack_case(["compiled", "onnx"]))
 def test_random_stacks_on_traced_backends_match_offline(case) -> None:
     """Random stacks (strides, dilation, padding modes, pooling, residuals, transposed convs) through the
     compiled and ONNX backends, batch 2, cycling chunk lengths: exact against the offline model."""

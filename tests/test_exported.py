@@ -10,10 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import thinkonce as to
-from nets import RandomNet, conv_block, upsampling_block
+from nets import RandomNet, stack_case
 from thinkonce.models import acc_seizure, eeg_seizure, ppg_hr
 from thinkonce.stream.exported import is_aten_graph, lift_aten_graph
 
@@ -57,16 +56,8 @@ def test_reference_nets_stream_identically_from_exported_forms(name: str, form: 
     _close(got.run(x, chunk=[hop // 2, hop, 3]), want.run(x, chunk=hop))
 
 
-@st.composite
-def export_case(draw):
-    blocks = draw(st.lists(conv_block(), min_size=1, max_size=4))
-    if draw(st.booleans()):
-        blocks.insert(draw(st.integers(0, len(blocks))), draw(upsampling_block()))
-    return blocks, draw(st.integers(1, 3)), draw(st.integers(0, 2**16)), draw(st.sampled_from(["export", "script"]))
-
-
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(export_case())
+@given(stack_case(["export", "script"]))
 def test_random_exported_stacks_exact_in_continuous_mode(case) -> None:
     blocks, c_in, seed, form = case
     torch.manual_seed(seed)
