@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import typer
@@ -209,8 +208,8 @@ def _load_for_export(model: str, arch: str | None, channels: int | None, window:
         return _load_torchscript(path, channels, window)
     if path.suffix != ".safetensors":
         raise typer.BadParameter(
-            f"{path.name}: expected a TorchScript archive ({', '.join(_TORCHSCRIPT_SUFFIXES)}) or a .safetensors "
-            "state dict with --arch"
+            f"{path.name}: expected a TorchScript archive ({', '.join(_TORCHSCRIPT_SUFFIXES)}), a torch.export "
+            "archive (.pt2) or a .safetensors state dict with --arch"
         )
     if arch is None or arch not in BUILTIN:
         raise typer.BadParameter(f"pass --arch with the registered architecture: one of {', '.join(BUILTIN)}")

@@ -83,9 +83,11 @@ class TracedSteps:
                     count = self.seen.get(key, 0) + 1
                     if count >= self.trace_after and len(self.cache) < self.max_graphs:
                         self.seen.pop(key, None)
+                        # the eager step on this input: the graph's layout probe, its check, and the result
+                        ref = self.stream._step_impl(x, state)
                         try:
-                            fn = self._build(x, state)
-                            _check_against_eager(fn, self.stream, x, state)
+                            fn = self._build(x, state, ref[1])
+                            _check_against_eager(fn, x, state, ref)
                         except Exception as e:  # an op the tracer/exporter cannot take: stay correct, eagerly
                             warnings.warn(
                                 f"backend {self.kind!r} could not build a step graph for chunks of {x.shape[-1]} "
@@ -95,15 +97,16 @@ class TracedSteps:
                             )
                             fn = self.stream._step_impl
                         self.cache[key] = fn
-                    elif len(self.seen) < 16 * self.max_graphs:  # bounded bookkeeping too
+                        return ref
+                    if len(self.seen) < 16 * self.max_graphs:  # bounded bookkeeping too
                         self.seen[key] = count
             if fn is None:
                 return self.stream._step_impl(x, state)
         return fn(x, state)
 
-    def _build(self, x: Tensor, state: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+    def _build(self, x: Tensor, state: State, probe: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+        """The graph for this key; ``probe`` is the new state the eager step returns for ``(x, state)``."""
         keys_in = sorted(state)
-        _, probe = self.stream._step_impl(x, state)
         # state entries the step hands back untouched (e.g. counters of ops that never skip) stay out
         # of the graph: fewer inputs/outputs to marshal, no identity copies in the graph
         passthrough = sorted(k for k in probe if k in state and probe[k] is state[k])
@@ -138,11 +141,11 @@ class TracedSteps:
         return _onnx_runner(mod, args, keys_in, keys_out, passthrough)
 
 
-def _check_against_eager(fn: Callable[[Tensor, State], tuple[Tensor, State]], stream: "Stream", x: Tensor,
-                         state: State) -> None:
-    """A new graph must reproduce the eager step on the input it was built from, outputs and state alike
-    (a tracer or runtime that mishandles an op then costs speed, never correctness)."""
-    y_ref, new_ref = stream._step_impl(x, state)
+def _check_against_eager(fn: Callable[[Tensor, State], tuple[Tensor, State]], x: Tensor, state: State,
+                         ref: tuple[Tensor, State]) -> None:
+    """A new graph must reproduce the eager step ``ref`` on the input it was built from, outputs and state
+    alike (a tracer or runtime that mishandles an op then costs speed, never correctness)."""
+    y_ref, new_ref = ref
     y, new = fn(x, state)
     pairs = [(y, y_ref)] + [(new.get(k), v) for k, v in new_ref.items()]
     for got, want in pairs:

@@ -424,9 +424,10 @@ class Stream:
                 models.append(onnx.load_from_string(buf.getvalue()))
                 phases.append(phase)
                 _, st = self._step_impl(x, st)
-        onnx.save(merge_phases(models, phases, modulus), path)
-        names_in = sorted({i.name for m in models for i in m.graph.input}, key=lambda s: (s != "x", s))
-        return {"inputs": names_in, "outputs": outs, "chunk": n, "warmup": warm, "phases": phases}
+        merged = merge_phases(models, phases, modulus)
+        onnx.save(merged, path)
+        return {"inputs": [i.name for i in merged.graph.input], "outputs": outs, "chunk": n, "warmup": warm,
+                "phases": phases}
 
     @property
     def warmup(self) -> int:
