@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -22,10 +24,10 @@ from rich.table import Table
 from .stream.bounds import _propagate, _Val, pooling_error_bound
 from .stream.convert import Converter, NodePlan, Plan
 from .stream.exported import as_module
-from .stream.layers import ChainOp, PadOp, SlidingOp, TrimOp
+from .stream.layers import ChainOp, PadOp, SlidingOp, TransposedConvOp, TrimOp, UpsampleOp
 from .stream.window import stride_period, window_spec
 
-__all__ = ["analyze", "Analysis", "LayerInfo"]
+__all__ = ["analyze", "Analysis", "LayerInfo", "receptive_fields"]
 
 _POOL_KINDS = ("maxpool", "avgpool")
 
@@ -36,7 +38,8 @@ class LayerInfo:
 
     ``padding`` is the zero padding the layer applies (an ``F.pad`` fused into the next conv counts
     for that conv; negative values trim). ``rate`` is the cumulative stride after the layer (input
-    samples per frame), ``receptive_field`` the exact number of input samples one output frame sees.
+    samples per frame), ``receptive_field`` the exact number of input samples one output frame of the
+    layer depends on (see :func:`receptive_fields`: padding does not widen it).
     ``pad_left``/``pad_right`` count the frames at each edge of the window that depend on zero
     padding (this layer's or inherited); ``pad_share`` is their share of the layer's ``frames``.
     ``pool_error_bound`` (pooling layers, when ``fs`` and ``f_max`` are known) bounds the change of a
@@ -164,19 +167,14 @@ def _module_of(plan: Plan, p: NodePlan) -> tuple[str | None, str]:
 
 
 def _padding(op: Any) -> list[int]:
-    if isinstance(op, SlidingOp):
-        return [op.pad_left, op.pad_right]
-    if isinstance(op, PadOp):
-        return [op.left, op.right]
-    if isinstance(op, TrimOp):
-        return [-op.left, -op.right]
-    if isinstance(op, ChainOp):
-        tot = [0, 0]
-        for sub in op.ops:
-            a, b = _padding(sub)
-            tot = [tot[0] + a, tot[1] + b]
-        return tot
-    return [0, 0]
+    """Net padding (left, right) in input frames, from the op's declared facts (trims are negative)."""
+    if op is None:
+        return [0, 0]
+    tot = [0, 0]
+    for sub in (op.ops if isinstance(op, ChainOp) else (op,)):
+        f = sub.facts()
+        tot = [tot[0] + f.pad_left, tot[1] + f.pad_right]
+    return tot
 
 
 def _share(vals: list[_Val], left_only: bool = False) -> tuple[float, int]:
@@ -201,6 +199,50 @@ def _exact_extension(plan: Plan, window: int, period: int, limit: int) -> int:
         if all(vals[v].left * vals[v].rate <= e for v in plan.head_inputs):
             return e
     raise RuntimeError(f"no left context up to {limit} samples removes the zero padding from the head inputs")
+
+
+def _op_rf(op: Any, rf: Fraction, rate: Fraction) -> tuple[Fraction, Fraction]:
+    """Receptive field and rate after ``op`` applied to frames of receptive field ``rf`` at ``rate``."""
+    if isinstance(op, SlidingOp):  # output frame j reads input frames j*s .. j*s + span - 1
+        return rf + (op.span - 1) * rate, rate * op.stride
+    if isinstance(op, TransposedConvOp):  # the widest output frame sums ceil(span / s) input frames
+        return rf + (math.ceil(op.span / op.stride) - 1) * rate, rate / op.stride
+    if isinstance(op, UpsampleOp):  # every output frame repeats one input frame
+        return rf, rate / op.factor
+    if isinstance(op, ChainOp):
+        for sub in op.ops:
+            rf, rate = _op_rf(sub, rf, rate)
+        return rf, rate
+    return rf, rate  # PadOp, TrimOp: frames are added or removed, none of them widens
+
+
+def receptive_fields(plan: Plan) -> dict[str, int]:
+    """Receptive field of every time-axis value of ``plan``, by node name, in input samples.
+
+    The definition shared by :func:`analyze` (``LayerInfo.receptive_field``) and the CLI's
+    ``describe``: the number of consecutive input samples one output frame of the node depends on
+    (its first to its last sample, inclusive). A sliding op of span ``d * (k - 1) + 1`` adds
+    ``(span - 1) * rate`` to its input's, where ``rate`` is the input's samples per frame; padding and
+    trimming add nothing (zeros are not input samples); a transposed conv adds ``ceil(span / stride) - 1``
+    input frames (its widest output frame); nearest upsampling adds nothing; a branch combination takes
+    the widest branch. After upsampling a frame covers a fraction of a sample, so the value is rounded
+    up. (``NodePlan.rf`` is a different, conservative quantity: how far back a frame's history reaches,
+    padding included, which the stream uses to size warm-up.)
+    """
+    rfs: dict[Any, tuple[Fraction, Fraction]] = {}
+    for p in plan.nodes:
+        n = p.node
+        if p.kind == "input":
+            rfs[n] = (Fraction(1), Fraction(1))
+        elif p.kind == "alias" and p.source in rfs:
+            rfs[n] = rfs[p.source]
+        elif p.kind in ("framewise", "align") and p.temporal_args:
+            ins = [rfs[a] for a in p.temporal_args if a in rfs]
+            if ins:
+                rfs[n] = (max(r for r, _ in ins), ins[0][1])
+        elif p.kind == "temporal" and p.op is not None and p.temporal_args and p.temporal_args[0] in rfs:
+            rfs[n] = _op_rf(p.op, *rfs[p.temporal_args[0]])
+    return {n.name: int(math.ceil(rf)) for n, (rf, _) in rfs.items()}
 
 
 def _infer_example(model: nn.Module, window: int) -> torch.Tensor:
@@ -236,6 +278,9 @@ def analyze(
     (nonlinearities widen the band; the bound still saturates at ``2A``). The misalignment a pool can
     see is below its stride, so ``L_p`` is the pool's stride (= its size in the reference networks).
 
+    Receptive fields are in input samples of one output frame of the layer, padding excluded (see
+    :func:`receptive_fields`); ``thinkonce describe`` reports the same numbers.
+
     Raises:
         ValueError: a non-positive window, an example input of another length, f_max without fs.
         NotImplementedError: the trunk upsamples (ConvTranspose1d, Upsample).
@@ -254,6 +299,7 @@ def analyze(
     plan = Converter(model, example_input, window).convert()
     vals = _propagate(plan, window, check_shapes=True)
     period, _ = stride_period(plan)
+    rfs = receptive_fields(plan)
     layers: list[LayerInfo] = []
     for p in plan.nodes:
         if p.kind != "temporal":
@@ -272,7 +318,7 @@ def analyze(
             op=(op.kind if not isinstance(op, ChainOp) else "+".join(o.kind for o in op.ops)),
             kernel=op.kernel if sliding else None, stride=op.stride if sliding else None,
             dilation=op.dilation if sliding else None, padding=_padding(op), rate=int(v.rate),
-            receptive_field=int(v.rf), frames=v.length, pad_left=v.left, pad_right=v.right,
+            receptive_field=rfs[p.node.name], frames=v.length, pad_left=v.left, pad_right=v.right,
             pad_share=min(v.length, v.left + v.right) / v.length if v.length else 0.0,
             pool_error_bound=bound,
         ))

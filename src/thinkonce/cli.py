@@ -1,8 +1,20 @@
-"""Command line: ``thinkonce demo`` (the main job), ``thinkonce verify``, ``thinkonce describe``."""
+"""Command line: ``thinkonce demo`` (the main job), ``analyze``, ``verify``, ``describe``, ``export``.
+
+Every command that takes a model takes a built-in network name or a model file, read by one loader
+(:func:`load_model`) that never unpickles Python objects. Misuse (unknown model, unreadable file,
+bad window/hop, short signal, unsupported layer) prints one ``Error: ...`` line, not a traceback;
+set ``THINKONCE_TRACEBACK=1`` to see the traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -12,6 +24,86 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, help="Make convolutional networks think each activation once on live signals.")
 console = Console()
+err_console = Console(stderr=True)
+
+
+def _version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (source checkouts)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("thinkonce")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"thinkonce {_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Make convolutional networks think each activation once on live signals."""
+
+
+@contextlib.contextmanager
+def _clean_errors() -> Iterator[None]:
+    """Turn a library error into one red ``Error: ...`` line and exit code 1 (usage errors stay typer's,
+    exit code 2). ``THINKONCE_TRACEBACK=1`` re-raises instead."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, typer.BadParameter, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if os.environ.get("THINKONCE_TRACEBACK"):
+            raise
+        from .errors import ThinkonceError
+
+        msg = " ".join(str(e).split("\n\n")[0].split()) or type(e).__name__
+        if not isinstance(e, (ThinkonceError, ValueError, FileNotFoundError)):
+            msg = f"{type(e).__name__}: {msg}"
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]Error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+#: loggers whose warnings PyTorch prints while converting TorchScript or exporting ONNX
+_NOISY_LOGGERS = ("torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes", "torch._dynamo",
+                  "torch.onnx")
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Within: PyTorch's tracer/converter warnings and its export loggers' warnings are not printed
+    (``torch.jit`` TracerWarnings, TS2EPConverter's ``num_batches_tracked`` notes, the shape-
+    specialisation log of ``torch._export``). Scoped to the call: filters and levels are restored."""
+    import torch
+
+    saved = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r"Manually populate .* into state_dict ExportedProgram")
+        warnings.filterwarnings("ignore", message=r".*is deprecated\. Please switch to", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch(\.|$)")
+        for name in _NOISY_LOGGERS:
+            lg = logging.getLogger(name)
+            saved.append((lg, lg.level))
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in saved:
+                lg.setLevel(level)
 
 #: reference networks: name -> (factory, channels, window, hop)
 BUILTIN = {
@@ -93,141 +185,110 @@ def demo(
     console.print(f"plot saved to [bold]{out}[/]")
 
 
-@app.command()
-def verify(
-    model: str = typer.Argument("ppg_hr", help=f"reference network: {', '.join(BUILTIN)}"),
-    seconds: float = typer.Option(120.0, help="length of the random test signal"),
-    edge: str = typer.Option("exact", help="exact | stale"),
-    seed: int = typer.Option(0),
-) -> None:
-    """Deviation of the window stream from normal windowed inference on a random signal."""
-    import torch
-
-    from . import stream as make_stream
-    from . import verify as run_verify
-
-    m, c, w, h = _builtin(model)
-    fs = {"ppg_hr": 32, "eeg_seizure": 256, "acc_seizure": 32}[model]
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(c, int(seconds * fs), generator=g)
-    s = make_stream(m, window=w, hop=h, edge=edge)
-    rep = run_verify(m, s, x)
-    console.print(str(rep))
-
-
-@app.command()
-def describe(model: str = typer.Argument("ppg_hr", help=f"reference network: {', '.join(BUILTIN)}")) -> None:
-    """How each node of a reference network is streamed (kind, stride, receptive field)."""
-    from . import stream as make_stream
-
-    m, c, w, h = _builtin(model)
-    s = make_stream(m, window=w, hop=h)
-    table = Table(title=f"{model}: window {w}, hop {h}, extension {s.extension}")
-    for col in ("node", "target", "kind", "stride", "receptive field", "op"):
-        table.add_column(col)
-    for r in s.describe():
-        table.add_row(*(str(r[k]) if r[k] is not None else "" for k in ("node", "target", "kind", "stride", "receptive_field", "op")))
-    console.print(table)
-
-
 _FS = {"ppg_hr": 32.0, "eeg_seizure": 256.0, "acc_seizure": 32.0}
+_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript", ".zip")
+_MODEL_HELP = ("built-in network (" + ", ".join(BUILTIN) + "), a TorchScript archive (.pt), a torch.export "
+               "archive (.pt2), or a .safetensors state dict with --arch")
 
 
-def _analysis_model(name: str):
-    """A reference network for analysis. Weights do not change the analysis, so when ``_builtin``
-    cannot load them (untrained checkout: FileNotFoundError) or ``thinkonce.models`` does not export the
-    factory (AttributeError, or TypeError once the same-named submodule shadows it), the untrained
-    network is built from its own module."""
+@dataclass
+class Loaded:
+    """A model read by :func:`load_model` with what is known about how it runs."""
+
+    model: object  # nn.Module or torch.export.ExportedProgram
+    name: str  # the built-in name or the file name
+    channels: int
+    window: int | None
+    hop: int | None
+    fs: float | None  # sampling rate in Hz, known for the built-in networks only
+
+
+def _untrained(name: str):
+    """The built-in network without weights, from its own module (when the package's factory or its
+    weights are not available, e.g. an untrained checkout). Weights do not change an analysis."""
     import importlib
 
-    try:
-        return _builtin(name)
-    except (FileNotFoundError, AttributeError, ImportError, TypeError):
-        path, c, w, h = BUILTIN[name]
-        fn = path.split(":")[1]
-        factory = getattr(importlib.import_module(f"thinkonce.models.{name}"), fn)
-        return factory().eval(), c, w, h
+    fn = BUILTIN[name][0].split(":")[1]
+    return getattr(importlib.import_module(f"thinkonce.models.{name}"), fn)().eval()
 
 
-@app.command()
-def analyze(
-    model: str = typer.Argument("ppg_hr", help=f"reference network: {', '.join(BUILTIN)}"),
-    fs: float = typer.Option(None, "--fs", help="sampling rate in Hz (default: the network's)"),
-    f_max: float = typer.Option(None, "--f-max", help="signal band limit in Hz: adds the pooling error bounds"),
-    amplitude: float = typer.Option(1.0, help="amplitude bound A of the signal (pooling error bounds)"),
-    json_out: Path = typer.Option(None, "--json", help="also write the analysis as JSON to this file"),
-) -> None:
-    """Per-layer StreamiNNC analysis: zero-padding reach, receptive field, allowed hops, pooling bounds."""
-    import json
-
-    from .analyze import analyze as run_analyze
-
-    m, c, w, h = _analysis_model(model)
-    rate = fs if fs is not None else _FS[model]
-    res = run_analyze(m, w, fs=rate, f_max=f_max, amplitude=amplitude)
-    res.model = model
-    # the table needs ~110 columns; rich assumes 80 when the output is not a terminal (pipes, files)
-    out = console if console.is_terminal else Console(width=max(console.width, 120))
-    out.print(res.to_table())
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(res.to_dict(), indent=2))
-        console.print(f"analysis written to [bold]{json_out}[/]")
-
-
-_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript", ".zip")
-
-
-def _load_for_export(model: str, arch: str | None, channels: int | None, window: int | None):
-    """A model for export, loaded without unpickling Python objects.
+def load_model(model: str, arch: str | None = None, channels: int | None = None, window: int | None = None,
+               untrained_ok: bool = False) -> Loaded:
+    """A model for any command, loaded without unpickling Python objects.
 
     Accepted: a built-in name; a safetensors state dict + ``--arch``; a TorchScript archive (read by
     ``torch.jit.load``, whose C++ unpickler builds tensors and TorchScript code, never Python objects;
     streamed through PyTorch's TorchScript-to-export converter); a ``torch.export`` ``.pt2`` archive
-    (read with every unpickling restricted to tensors, see ``load_exported_archive``).
+    (read with every unpickling restricted to tensors, see ``load_exported_archive``). ``untrained_ok``:
+    a built-in network whose weights cannot be loaded is built untrained (for ``analyze``).
+    ``--window`` overrides a built-in's window; a TorchScript archive needs it.
     """
-    from pathlib import Path as _P
-
+    if arch is not None and arch not in BUILTIN:
+        raise typer.BadParameter(f"unknown --arch {arch!r}; choose one of {', '.join(BUILTIN)}")
     if model in BUILTIN and arch is None:
-        return _builtin(model)
-    path = _P(model)
+        path, c, w, h = BUILTIN[model]
+        if untrained_ok:
+            try:
+                net = _builtin(model)[0]
+            except (FileNotFoundError, AttributeError, ImportError, TypeError):
+                net = _untrained(model)
+        else:
+            net = _builtin(model)[0]
+        return Loaded(net, model, c, window or w, h, _FS[model])
+    path = Path(model)
     if not path.exists():
-        raise typer.BadParameter(f"{model!r} is neither a built-in network ({', '.join(BUILTIN)}) nor a file")
+        raise typer.BadParameter(
+            f"{model!r} is neither a built-in network ({', '.join(BUILTIN)}) nor an existing file"
+        )
+    if path.is_dir():
+        raise typer.BadParameter(f"{model!r} is a directory; pass a model file ({_MODEL_HELP})")
     if path.suffix == ".pt2":
         from .stream.exported import example_from_program, load_exported_archive
 
         try:
-            program = load_exported_archive(str(path))
+            with _quiet_torch():
+                program = load_exported_archive(str(path))
         except Exception as e:
-            raise typer.BadParameter(f"{path.name}: {e}") from e
+            raise typer.BadParameter(f"{path.name}: {_first_line(e)}") from e
         example = example_from_program(program)
-        if example is None:
-            raise typer.BadParameter(f"{path.name}: the program does not take exactly one signal input")
-        return program, example.shape[1], example.shape[-1], None
+        if example is None or example.dim() != 3:
+            raise typer.BadParameter(f"{path.name}: the program does not take exactly one (batch, channels, "
+                                     "time) signal input")
+        if window is not None and window != example.shape[-1]:
+            raise typer.BadParameter(f"{path.name} was exported for windows of {example.shape[-1]} samples "
+                                     f"(exported shapes are static), not --window {window}")
+        return Loaded(program, path.name, int(example.shape[1]), int(example.shape[-1]), None, None)
     if path.suffix in _TORCHSCRIPT_SUFFIXES:
-        return _load_torchscript(path, channels, window)
+        net, c = _load_torchscript(path, channels, window)
+        return Loaded(net, path.name, c, window, None, None)
     if path.suffix != ".safetensors":
         raise typer.BadParameter(
             f"{path.name}: expected a TorchScript archive ({', '.join(_TORCHSCRIPT_SUFFIXES)}), a torch.export "
             "archive (.pt2) or a .safetensors state dict with --arch"
         )
-    if arch is None or arch not in BUILTIN:
+    if arch is None:
         raise typer.BadParameter(f"pass --arch with the registered architecture: one of {', '.join(BUILTIN)}")
     from safetensors.torch import load_file
 
-    import importlib
-
-    mod, fn = BUILTIN[arch][0].split(":")
-    net = getattr(importlib.import_module(mod), fn)()
-    missing, unexpected = net.load_state_dict(load_file(str(path)), strict=False)
+    try:
+        weights = load_file(str(path))
+    except Exception as e:
+        raise typer.BadParameter(f"{path.name} is not a readable safetensors file ({_first_line(e)})") from e
+    net = _untrained(arch)
+    missing, unexpected = net.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise typer.BadParameter(f"weights do not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     _, c, w, h = BUILTIN[arch]
-    return net.eval(), c, w, h
+    return Loaded(net.eval(), path.name, c, window or w, h, _FS[arch])
 
 
-def _load_torchscript(path, channels: int | None, window: int | None):
-    """A TorchScript archive as an ExportedProgram; window and hop must be given on the command line."""
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+def _load_torchscript(path: Path, channels: int | None, window: int | None):
+    """A TorchScript archive as an ExportedProgram (and its channels); the window must be given."""
     import torch
 
     from .stream.exported import _script_example, from_torchscript
@@ -235,10 +296,11 @@ def _load_torchscript(path, channels: int | None, window: int | None):
     if window is None:
         raise typer.BadParameter("a TorchScript archive does not say its window: pass --window (and --hop)")
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with _quiet_torch():
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
         raise typer.BadParameter(
-            f"{path.name} is not a TorchScript archive ({type(e).__name__}: {str(e).splitlines()[0][:120]}). Pickled "
+            f"{path.name} is not a TorchScript archive ({type(e).__name__}: {_first_line(e)[:120]}). Pickled "
             "models (torch.save(model)) are refused: unpickling can run arbitrary code. Save it with "
             "torch.jit.save(torch.jit.trace(model, x), path) or as a safetensors state dict with --arch."
         ) from e
@@ -250,34 +312,173 @@ def _load_torchscript(path, channels: int | None, window: int | None):
             example = _script_example(module, window)
         except Exception as e:
             raise typer.BadParameter(f"{e}; pass --channels") from e
-    return from_torchscript(module, example), example.shape[1], window, None
+    with _quiet_torch():
+        program = from_torchscript(module, example)
+    return program, int(example.shape[1])
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{name} must be positive, got {value:g}")
+
+
+def _window_hop(m: Loaded, window: int | None, hop: int | None) -> tuple[int, int]:
+    w = window or m.window
+    if w is None:
+        raise typer.BadParameter(f"{m.name} does not say its window: pass --window (samples)")
+    h = hop or m.hop
+    if h is None:
+        raise typer.BadParameter("pass --hop (samples between windows)")
+    return w, h
+
+
+_ARCH = typer.Option(None, help=f"registered architecture of a .safetensors state dict: {', '.join(BUILTIN)}")
+_CHANNELS = typer.Option(None, min=1, help="input channels of a TorchScript archive (default: its first conv's)")
+
+
+@app.command()
+def verify(
+    model: str = typer.Argument("ppg_hr", help=_MODEL_HELP),
+    seconds: float = typer.Option(120.0, min=0.0, help="length of the random test signal (needs a sampling rate)"),
+    samples: int = typer.Option(None, min=1, help="length of the test signal in samples (overrides --seconds; "
+                                                  "default for a model file without --fs: window + 32 hops)"),
+    fs: float = typer.Option(None, "--fs", help="sampling rate in Hz (default: the network's)"),
+    window: int = typer.Option(None, min=1, help="window (samples); default: the network's own"),
+    hop: int = typer.Option(None, min=1, help="hop (samples); default: the network's own"),
+    arch: str = _ARCH,
+    channels: int = _CHANNELS,
+    edge: str = typer.Option("exact", help="exact | stale"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Deviation of the window stream from normal windowed inference on a random signal."""
+    import torch
+
+    from . import stream as make_stream
+    from . import verify as run_verify
+
+    with _clean_errors():
+        _positive("--fs", fs)
+        m = load_model(model, arch, channels, window)
+        w, h = _window_hop(m, window, hop)
+        rate = fs if fs is not None else m.fs
+        if samples is not None:
+            n = samples
+        elif rate is not None:
+            n = int(seconds * rate)
+        else:
+            n = w + 32 * h
+        if n < w:
+            raise typer.BadParameter(
+                f"the test signal has {n} samples, shorter than one window ({w} samples): pass --seconds >= "
+                f"{w / rate:g}" if rate else f"the test signal has {n} samples, shorter than one window ({w}): "
+                f"pass --samples >= {w}"
+            )
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(m.channels, n, generator=g)
+        with _quiet_torch():
+            s = make_stream(m.model, window=w, hop=h, edge=edge)
+        rep = run_verify(m.model, s, x)
+        console.print(str(rep), soft_wrap=True)
+
+
+@app.command()
+def describe(
+    model: str = typer.Argument("ppg_hr", help=_MODEL_HELP),
+    window: int = typer.Option(None, min=1, help="window (samples); default: the network's own"),
+    hop: int = typer.Option(None, min=1, help="hop (samples); default: the network's own"),
+    arch: str = _ARCH,
+    channels: int = _CHANNELS,
+) -> None:
+    """How each node of a network is streamed (kind, stride, receptive field in input samples)."""
+    from . import stream as make_stream
+    from .analyze import receptive_fields
+
+    with _clean_errors():
+        m = load_model(model, arch, channels, window)
+        w, h = _window_hop(m, window, hop)
+        with _quiet_torch():
+            s = make_stream(m.model, window=w, hop=h)
+        rfs = receptive_fields(s.plan)  # the definition analyze() reports (padding excluded)
+        table = Table(title=f"{m.name}: window {w}, hop {h}, extension {s.extension}")
+        for col in ("node", "target", "kind", "stride", "receptive field", "op"):
+            table.add_column(col)
+        for r in s.describe():
+            r = dict(r)
+            if r.get("receptive_field") is not None and r["node"] in rfs:
+                r["receptive_field"] = rfs[r["node"]]
+            table.add_row(*(str(r[k]) if r[k] is not None else ""
+                            for k in ("node", "target", "kind", "stride", "receptive_field", "op")))
+        _wide().print(table)
+
+
+def _wide() -> Console:
+    # the tables need ~110 columns; rich assumes 80 when the output is not a terminal (pipes, files)
+    return console if console.is_terminal else Console(width=max(console.width, 120))
+
+
+@app.command()
+def analyze(
+    model: str = typer.Argument("ppg_hr", help=_MODEL_HELP),
+    fs: float = typer.Option(None, "--fs", help="sampling rate in Hz (default: the network's)"),
+    f_max: float = typer.Option(None, "--f-max",
+                                help="signal band limit in Hz: adds the pooling error bounds"),
+    amplitude: float = typer.Option(1.0, help="amplitude bound A of the signal (pooling error bounds)"),
+    json_out: Path = typer.Option(None, "--json", help="also write the analysis as JSON to this file"),
+    window: int = typer.Option(None, min=1, help="window (samples); default: the network's own"),
+    arch: str = _ARCH,
+    channels: int = _CHANNELS,
+) -> None:
+    """Per-layer StreamiNNC analysis: zero-padding reach, receptive field, allowed hops, pooling bounds."""
+    import json
+
+    from .analyze import analyze as run_analyze
+
+    with _clean_errors():
+        _positive("--fs", fs)
+        _positive("--f-max", f_max)
+        m = load_model(model, arch, channels, window, untrained_ok=True)
+        if m.window is None:
+            raise typer.BadParameter(f"{m.name} does not say its window: pass --window (samples)")
+        rate = fs if fs is not None else m.fs
+        if f_max is not None and rate is None:
+            raise typer.BadParameter("--f-max needs the sampling rate of a model file: pass --fs too")
+        with _quiet_torch():
+            res = run_analyze(m.model, m.window, fs=rate, f_max=f_max, amplitude=amplitude)
+        res.model = m.name
+        _wide().print(res.to_table())
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(res.to_dict(), indent=2))
+            console.print(f"analysis written to [bold]{json_out}[/]")
 
 
 @app.command("export")
 def export_cmd(
-    model: str = typer.Argument(..., help="built-in network name, a TorchScript archive (.pt), a torch.export "
-                                          "archive (.pt2), or a .safetensors state dict with --arch"),
+    model: str = typer.Argument(..., help=_MODEL_HELP),
     output: Path = typer.Option(Path("step.onnx"), "-o", "--output", help="ONNX file to write"),
-    window: int = typer.Option(None, help="window (samples); default: the network's own"),
-    hop: int = typer.Option(None, help="hop (samples); default: the network's own"),
-    arch: str = typer.Option(None, help=f"registered architecture for a state dict: {', '.join(BUILTIN)}"),
+    window: int = typer.Option(None, min=1, help="window (samples); default: the network's own"),
+    hop: int = typer.Option(None, min=1, help="hop (samples); default: the network's own"),
+    arch: str = _ARCH,
     edge: str = typer.Option("exact", help="exact | stale"),
-    channels: int = typer.Option(None, help="input channels of a TorchScript archive (default: its first conv's)"),
-    chunk: int = typer.Option(None, help="samples per step call (default: the hop); any size, the phase is in the state"),
+    channels: int = _CHANNELS,
+    chunk: int = typer.Option(None, min=1, help="samples per step call (default: the hop); any size, the phase is in the state"),
 ) -> None:
     """Export a window stream's step to ONNX with its state as explicit inputs and outputs."""
     from . import stream as make_stream
+    from ._optional import require
 
-    net, c, w, h = _load_for_export(model, arch, channels, window)
-    if (hop or h) is None:
-        raise typer.BadParameter("pass --hop (samples between windows)")
-    s = make_stream(net, window=window or w, hop=hop or h, edge=edge)
-    info = s.export_onnx(str(output), chunk=chunk)
-    console.print(
-        f"wrote [bold]{output}[/]: {len(info['inputs'])} inputs (x + state), {len(info['outputs'])} outputs, chunk "
-        f"{info['chunk']} samples ({len(info['phases'])} phase branch(es)); feed a state after the first "
-        f"{info['warmup']} samples"
-    )
+    with _clean_errors():
+        require("onnx", "onnx", "ONNX export")
+        m = load_model(model, arch, channels, window)
+        w, h = _window_hop(m, window, hop)
+        with _quiet_torch():
+            s = make_stream(m.model, window=w, hop=h, edge=edge)
+            info = s.export_onnx(str(output), chunk=chunk)
+        console.print(
+            f"wrote [bold]{output}[/]: {len(info['inputs'])} inputs (x + state), {len(info['outputs'])} outputs, chunk "
+            f"{info['chunk']} samples ({len(info['phases'])} phase branch(es)); feed a state after the first "
+            f"{info['warmup']} samples"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

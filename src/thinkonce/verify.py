@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .errors import StreamInputError
 from .stream.stream import Stream
 
 
@@ -72,6 +73,8 @@ def deviation(stream_out: Tensor, ref: Tensor, mode: str, reference: str, featur
 def windowed_inference(model: nn.Module, signal: Tensor, window: int, hop: int, batch: int = 256) -> Tensor:
     """Normal inference: every window (start 0, step hop) cut out and run alone. (B, n_windows, ...)."""
     n = signal.shape[-1]
+    if n < window:
+        raise StreamInputError(_too_short(n, window))
     starts = list(range(0, n - window + 1, hop))
     outs = []
     if isinstance(model, torch.export.ExportedProgram):
@@ -86,19 +89,49 @@ def windowed_inference(model: nn.Module, signal: Tensor, window: int, hop: int, 
     return torch.cat(outs, dim=1)
 
 
+def _too_short(n: int, window: int) -> str:
+    return (f"the signal has {n} samples, shorter than one window ({window} samples): normal windowed "
+            f"inference has no window to compare with; pass at least {window} samples (several windows "
+            "give a meaningful NRMSE)")
+
+
 def verify(model: nn.Module, stream: Stream, signal: Tensor | np.ndarray, chunk: int | None = None) -> Report:
     """Run ``stream`` over ``signal`` and report its deviation from normal inference of ``model``.
 
     ``signal`` is (channels, time) or (batch, channels, time). Window mode: normal windowed inference
     (zero padding per window); continuous mode: ``model(signal)``.
+
+    Raises:
+        StreamInputError (a ``ValueError``): the signal's shape does not fit the stream, it is shorter
+            than one window (window mode) or too short for the model itself (continuous mode).
     """
     x = torch.as_tensor(signal, dtype=stream.dtype)
-    if x.dim() == len(stream.input_frame_shape) + 1:
+    given = tuple(x.shape)
+    frame = tuple(stream.input_frame_shape)
+    if x.dim() == len(frame) + 1:
         x = x.unsqueeze(0)
-    ys = stream.run(x, chunk=chunk)
+    if x.dim() != len(frame) + 2 or tuple(x.shape[1:-1]) != frame:
+        want = ", ".join(map(str, frame))
+        raise StreamInputError(
+            f"signal has shape {given} but the stream expects ({want}, time) or (batch, {want}, time), "
+            "time last"
+        )
+    n = x.shape[-1]
+    if stream.spec is not None and n < stream.window:
+        raise StreamInputError(_too_short(n, stream.window))
+    if n == 0:
+        raise StreamInputError("the signal is empty: pass at least one sample")
     if stream.spec is None:
-        with torch.no_grad():
-            ref = (model.module() if isinstance(model, torch.export.ExportedProgram) else model)(x)
+        try:
+            with torch.no_grad():
+                ref = (model.module() if isinstance(model, torch.export.ExportedProgram) else model)(x)
+        except RuntimeError as e:
+            raise StreamInputError(
+                f"the model itself cannot run on a signal of {n} samples "
+                f"({str(e).splitlines()[0][:160]}); pass a longer signal"
+            ) from e
+        ys = stream.run(x, chunk=chunk)
         return deviation(ys, ref, "continuous", "offline model on the whole signal", feature_dim=1)
+    ys = stream.run(x, chunk=chunk)
     ref = windowed_inference(model, x, stream.window, stream.hop)
     return deviation(ys, ref, "window", "normal windowed inference (zero padding per window)")
