@@ -12,10 +12,11 @@ from .pool import StreamPool
 from .stream import SignalPadded, Stream, extended_windows, load_state, register_framewise, save_state, state_nbytes, stream
 from .verify import Report, verify
 from .analyze import analyze
+from .ops import register_op
 
 __version__ = "0.1.0"
 
 __all__ = [
     "stream", "Stream", "StreamPool", "SignalPadded", "extended_windows", "verify", "Report", "count_macs", "save_state", "load_state", "state_nbytes",
-    "register_framewise", "analyze", "ThinkonceError", "UnsupportedNodeError", "AlignmentError", "StreamInputError",
+    "register_framewise", "register_op", "analyze", "ThinkonceError", "UnsupportedNodeError", "AlignmentError", "StreamInputError",
 ]

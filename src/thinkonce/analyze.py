@@ -167,19 +167,14 @@ def _module_of(plan: Plan, p: NodePlan) -> tuple[str | None, str]:
 
 
 def _padding(op: Any) -> list[int]:
-    if isinstance(op, SlidingOp):
-        return [op.pad_left, op.pad_right]
-    if isinstance(op, PadOp):
-        return [op.left, op.right]
-    if isinstance(op, TrimOp):
-        return [-op.left, -op.right]
-    if isinstance(op, ChainOp):
-        tot = [0, 0]
-        for sub in op.ops:
-            a, b = _padding(sub)
-            tot = [tot[0] + a, tot[1] + b]
-        return tot
-    return [0, 0]
+    """Net padding (left, right) in input frames, from the op's declared facts (trims are negative)."""
+    if op is None:
+        return [0, 0]
+    tot = [0, 0]
+    for sub in (op.ops if isinstance(op, ChainOp) else (op,)):
+        f = sub.facts()
+        tot = [tot[0] + f.pad_left, tot[1] + f.pad_right]
+    return tot
 
 
 def _share(vals: list[_Val], left_only: bool = False) -> tuple[float, int]:

@@ -1,7 +1,7 @@
 """Conversion of a trained model into a streaming step function."""
 
 from .padding import SignalPadded, extended_windows
-from .rules import register_framewise
+from ..ops import register_framewise
 from .state import load_state, save_state, state_nbytes
 from .stream import Stream, stream
 

@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 
 from .convert import NodePlan, Plan
-from .layers import ChainOp, PadOp, SlidingOp, StreamOp, TransposedConvOp, TrimOp, UpsampleOp
+from .layers import ChainOp, StreamOp
 
 __all__ = [
     "pooling_error_bound",
@@ -150,50 +150,22 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _sliding(v: _Val, op: SlidingOp) -> _Val:
-    """Output frame j reads padded-input frames [j*s, j*s + span - 1] (always its first and last)."""
-    n, s, span = v.length, op.stride, op.span
-    total = op.pad_left + n + op.pad_right
-    n_out = (total - span) // s + 1 if total >= span else 0
-    tl = op.pad_left + min(v.left, n)  # tainted padded-input frames at the left
-    tr = op.pad_right + min(v.right, n)
-    left = min(n_out, _ceil_div(tl, s)) if tl > 0 else 0
-    if tr > 0:
-        first = max(0, _ceil_div(total - tr - span + 1, s))  # first output reading a tainted right frame
-        right = max(0, n_out - first)
-    else:
-        right = 0
-    return _Val(n_out, left, min(right, n_out), v.rf + (span - 1) * int(v.rate), v.rate * s)
-
-
-def _pad(v: _Val, left: int, right: int) -> _Val:
-    n_out = v.length + left + right
-    return _Val(n_out, min(n_out, left + v.left), min(n_out, right + v.right), v.rf, v.rate)
-
-
-def _trim(v: _Val, left: int, right: int) -> _Val:
-    n_out = max(0, v.length - left - right)
-    return _Val(n_out, min(n_out, max(0, v.left - left)), min(n_out, max(0, v.right - right)), v.rf, v.rate)
-
-
 def _apply(v: _Val, op: StreamOp, p: NodePlan) -> _Val:
-    if isinstance(op, SlidingOp):
-        return _sliding(v, op)
-    if isinstance(op, PadOp):
-        return _pad(v, op.left, op.right)
-    if isinstance(op, TrimOp):
-        return _trim(v, op.left, op.right)
-    if isinstance(op, ChainOp):
-        for sub in op.ops:
-            v = _apply(v, sub, p)
-        return v
-    if isinstance(op, (TransposedConvOp, UpsampleOp)):
+    """One op's effect on the tainted frames, from the op's own rule (:meth:`StreamOp.taint`)."""
+    try:
+        n, left, right = op.taint(v.length, v.left, v.right)
+    except NotImplementedError as e:
         raise NotImplementedError(
-            f"zero-padding reach through node '{p.node.name}' ({type(op).__name__}): upsampling layers "
+            f"zero-padding reach through node '{p.node.name}' ({type(op).__name__}): {e}; upsampling layers "
             "(ConvTranspose1d, Upsample) spread one frame over several and are not analysed (the "
             "StreamiNNC reference networks have none)"
-        )
-    raise NotImplementedError(f"zero-padding reach: no rule for {type(op).__name__} at node '{p.node.name}'")
+        ) from e
+    rf, rate = v.rf, v.rate
+    for sub in (op.ops if isinstance(op, ChainOp) else (op,)):
+        f = sub.facts()
+        rf += (f.span - 1) * int(rate)
+        rate = rate * f.stride
+    return _Val(n, left, right, rf, rate)
 
 
 def _time_length(shape: Any, tdim: int) -> int | None:

@@ -17,7 +17,9 @@ are stored per row anyway so the state stays batch-first everywhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Sequence
 
 import torch
@@ -41,11 +43,38 @@ def _empty_like_frames(x: Tensor, dim: int, n: int = 0, channels: int | None = N
     return x.new_zeros(shape)
 
 
+@dataclass(frozen=True)
+class TimeFacts:
+    """What an op does to the time axis, in frames of its input. The converter, ``analyze`` and the
+    bounds read these instead of knowing op classes: a new op declares them and is understood.
+
+    ``stride``: input frames per output frame (2: halves the rate; 1/2: doubles it). ``span``: input
+    frames one output frame reads (kernel extent with dilation). ``pad_left``/``pad_right``: frames of
+    padding added before/after the signal (negative: frames trimmed). ``rf_frames``: how far the
+    receptive field grows, in input frames (an upper bound).
+    """
+
+    stride: Fraction = Fraction(1)
+    span: int = 1
+    pad_left: int = 0
+    pad_right: int = 0
+    rf_frames: int = 0
+
+
 class StreamOp:
     """Base class: a temporal op with explicit state. Subclasses document their state keys."""
 
     #: short human name used in error messages and reports
     kind: str = "op"
+
+    def facts(self) -> TimeFacts:
+        """Time-axis facts (see :class:`TimeFacts`); the default is a frame-wise op."""
+        return TimeFacts()
+
+    def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        """Zero-padding reach: given ``n`` input frames of which the first ``left`` and last ``right``
+        depend on zero padding, the output's frame count and its tainted prefix and suffix."""
+        raise NotImplementedError(f"zero-padding reach: {type(self).__name__} declares no rule")
 
     def owes_at_end(self) -> bool:
         """Whether the op can still emit frames when the stream ends (right padding, held frames)."""
@@ -85,6 +114,25 @@ class SlidingOp(StreamOp):
 
     def owes_at_end(self) -> bool:
         return self.pad_right > 0
+
+    def facts(self) -> TimeFacts:
+        span = self.span
+        return TimeFacts(Fraction(self.stride), span, self.pad_left, self.pad_right,
+                         span - 1 + max(self.pad_left - (span - 1), 0))
+
+    def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        """Output frame j reads padded-input frames [j*s, j*s + span - 1] (always its first and last)."""
+        s, span = self.stride, self.span
+        total = self.pad_left + n + self.pad_right
+        n_out = (total - span) // s + 1 if total >= span else 0
+        tl = self.pad_left + min(left, n)  # tainted padded-input frames at the left
+        tr = self.pad_right + min(right, n)
+        out_left = min(n_out, -(-tl // s)) if tl > 0 else 0
+        out_right = 0
+        if tr > 0:
+            first = max(0, -(-(total - tr - span + 1) // s))  # first output reading a tainted right frame
+            out_right = max(0, n_out - first)
+        return n_out, out_left, min(out_right, n_out)
 
     def init_state(self, batch: int, like: Tensor) -> State:
         buf = like.new_full((batch, self.in_channels, self.pad_left), self.pad_value)
@@ -159,6 +207,9 @@ class TransposedConvOp(StreamOp):
     def span(self) -> int:
         return self.dilation * (self.weight.shape[2] - 1) + 1
 
+    def facts(self) -> TimeFacts:
+        return TimeFacts(Fraction(1, self.stride), 1, 0, 0, math.ceil(self.span / self.stride))
+
     def init_state(self, batch: int, like: Tensor) -> State:
         tail = max(self.span - self.stride, 0)
         return {
@@ -206,6 +257,13 @@ class TrimOp(StreamOp):
     dim: int = 2
     kind: str = "trim"
 
+    def facts(self) -> TimeFacts:
+        return TimeFacts(pad_left=-self.left, pad_right=-self.right)
+
+    def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        n_out = max(0, n - self.left - self.right)
+        return n_out, min(n_out, max(0, left - self.left)), min(n_out, max(0, right - self.right))
+
     def init_state(self, batch: int, like: Tensor) -> State:
         return {"drop": _counter(batch, self.left, like.device)}
 
@@ -239,6 +297,13 @@ class PadOp(StreamOp):
     dim: int = 2
     kind: str = "pad"
 
+    def facts(self) -> TimeFacts:
+        return TimeFacts(pad_left=self.left, pad_right=self.right, rf_frames=self.left + self.right)
+
+    def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        n_out = n + self.left + self.right
+        return n_out, min(n_out, self.left + left), min(n_out, self.right + right)
+
     def init_state(self, batch: int, like: Tensor) -> State:
         return {"started": _counter(batch, 0, like.device)}
 
@@ -268,6 +333,9 @@ class UpsampleOp(StreamOp):
     dim: int = 2
     kind: str = "upsample"
 
+    def facts(self) -> TimeFacts:
+        return TimeFacts(stride=Fraction(1, self.factor), rf_frames=1)
+
     def init_state(self, batch: int, like: Tensor) -> State:
         return {}
 
@@ -285,6 +353,11 @@ class ChainOp(StreamOp):
 
     ops: tuple[StreamOp, ...]
     kind: str = "chain"
+
+    def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        for op in self.ops:
+            n, left, right = op.taint(n, left, right)
+        return n, left, right
 
     def owes_at_end(self) -> bool:
         return any(op.owes_at_end() for op in self.ops)

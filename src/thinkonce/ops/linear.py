@@ -1,0 +1,33 @@
+"""Linear maps over features: frame-wise while the time axis is not the one being contracted."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .context import OpContext
+from .registry import method, register_op
+
+
+@register_op(nn.Linear, nn.Bilinear, F.linear, torch.nn.functional.bilinear)
+def linear(ctx: OpContext):
+    if ctx.t == ctx.ndim_in - 1:
+        return ctx.mixing("a linear map over the time axis")
+    return ctx.framewise()
+
+
+@register_op(torch.matmul, method("matmul"), method("__matmul__"), torch.mm, method("mm"), torch.bmm, method("bmm"))
+def matmul(ctx: OpContext):
+    """``x @ W`` with a constant ``W`` contracts x's last axis: frame-wise while time is not last."""
+    a, b = ctx.node.args[0], ctx.node.args[1]
+    if ctx.is_temporal(a) and not ctx.is_temporal(b) and ctx.t < ctx.ndim_in - 1 and len(ctx.targs) == 1:
+        w = ctx.shape(b)
+        if isinstance(w, tuple) and len(w) == 2:
+            return ctx.framewise()
+    return ctx.mixing(f"{ctx.target_name()} on a temporal value")
+
+
+@register_op(torch.einsum, F.scaled_dot_product_attention)
+def attention(ctx: OpContext):
+    return ctx.mixing(f"{ctx.target_name()} on a temporal value")
