@@ -64,10 +64,10 @@ ZOO: list[ZooEntry] = [
              expect="refuse:length of the time axis",  # needs: cumulative LN (cumsum over time / arange(T) counts) as a running-statistics op
              paper="Luo & Mesgarani 2019, arXiv:1809.07454"),
     ZooEntry("demucs_causal", separation.Demucs, (1,), "continuous", length=512,
-             expect="refuse:could trace Demucs",  # needs: x.dim() checks and valid-length F.pad from x.shape[-1] traced away; LSTM as a stateful op
+             expect="refuse:could trace Demucs",  # needs: x.dim() checks and valid-length F.pad from x.shape[-1] traced away (the std over time normalisation mixes the signal anyway); the seq-first LSTM itself streams (ops/rnn.py + stream/rewrite.py) once traced by fx
              paper="Defossez et al. 2020, arXiv:2006.12847"),
     ZooEntry("seanet_encoder", codec.SEANetEncoder, (1,), "continuous", length=256,
-             expect="refuse:could trace SEANetEncoder",  # needs: forward-computed causal padding (math.ceil on length); reflect pad on the left; LSTM state
+             expect="refuse:could trace SEANetEncoder",  # needs: forward-computed causal padding (math.ceil on length); reflect pad on the left; the seq-first SLSTM with its skip streams (ops/rnn.py + stream/rewrite.py) once traced by fx
              paper="Defossez et al. 2022 (EnCodec), arXiv:2210.13438"),
     ZooEntry("hifigan", _hifigan, (8,), "continuous", length=48,
              paper="Kong et al. 2020, arXiv:2010.05646"),
@@ -114,13 +114,13 @@ ZOO: list[ZooEntry] = [
              expect="broken:view size is not compatible",  # BUG: same as ribeiro_ecg (x1.view(x1.size(0), -1) on a non-contiguous head buffer)
              paper="Supratak et al. 2017, arXiv:1703.04046"),
     ZooEntry("eegnet", eeg.EEGNet, (1, 4), "window", window=128, hop=32,
-             expect="crash:expected 2D or 3D input",  # BUG: fx fails on the assert, the torch.export fallback lifts a 2-D batch_norm to BatchNorm1d; needs: Conv2d/BN2d/AvgPool2d with time last
+             expect="stream",  # torch.export route (the assert), batch kept dynamic; Conv2d/BN2d/AvgPool2d with time last
              paper="Lawhern et al. 2018, arXiv:1611.08024"),
     ZooEntry("panns_cnn6", sound.PANNsCnn6, (16,), "window", window=64, hop=8,
-             expect="refuse:Conv2d",  # needs: Conv2d / BatchNorm2d / 2-D pooling with time on the last axis
+             expect="stream",  # Conv2d / BatchNorm2d / 2-D pooling with time on the last axis
              paper="Kong et al. 2020, arXiv:1912.10211"),
     ZooEntry("crnn_sed", sound.CRNN, (16,), "window", window=64, hop=8,
-             expect="refuse:Conv2d",  # needs: Conv2d with time last (the GRU is then a window-mode head)
+             expect="stream",  # Conv2d with time last; the GRU (restarting at each window) is the head
              paper="Cakir et al. 2017, arXiv:1702.06286"),
 ]
 

@@ -11,6 +11,7 @@ from .context import OpContext
 from .registry import describe_target, method, register_op
 
 from . import conv, head, linear, norm, pad, pointwise, pool, reduce, shape, upsample  # noqa: E402,F401  (registration)
+from . import conv2d, rnn  # noqa: E402,F401  (after conv/pool/upsample: their 1-D builders are extended)
 from .pointwise import register_framewise  # noqa: E402
 
 __all__ = ["OpContext", "register_op", "register_framewise", "method", "describe_target"]

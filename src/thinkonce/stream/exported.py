@@ -186,8 +186,9 @@ def _lift_call(n: fx.Node, graph: fx.Graph, load, attr, add_module) -> fx.Node:
             )
         mean, var = attr(kw["running_mean"]), attr(kw["running_var"])
         w, b = attr(kw.get("weight")), attr(kw.get("bias"))
-        mod = nn.BatchNorm1d(mean.shape[0], eps=float(kw.get("eps", 1e-5)), affine=w is not None,
-                             dtype=mean.dtype, device=mean.device)
+        bn = {4: nn.BatchNorm2d, 5: nn.BatchNorm3d}.get(_meta_ndim(kw["input"]) or 3, nn.BatchNorm1d)
+        mod = bn(mean.shape[0], eps=float(kw.get("eps", 1e-5)), affine=w is not None,
+                 dtype=mean.dtype, device=mean.device)
         if w is not None:
             mod.weight = param(w)
             mod.bias = param(b if b is not None else torch.zeros_like(w))

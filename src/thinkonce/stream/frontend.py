@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import UnsupportedNodeError
 from ..ops import registry
+from .rewrite import batch_first_recurrences
 
 #: tracing budget: a model whose trace grows past these is refused (no model can hang the converter)
 MAX_NODES = 200_000
@@ -114,7 +115,7 @@ def fold_weights(model: nn.Module) -> nn.Module:
 def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.GraphModule:
     """The model as an fx graph of torch calls (see the module docstring for the route taken)."""
     if isinstance(model, fx.GraphModule) and not any(isinstance(n.target, torch._ops.OpOverload) for n in model.graph.nodes):
-        return model
+        return batch_first_recurrences(model, example)
     model = fold_weights(model)
     tracer = StreamTracer()
     try:
@@ -127,20 +128,31 @@ def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.Gra
     gm = fx.GraphModule(tracer.root, graph, name)
     gm.graph.eliminate_dead_code()
     gm.recompile()
-    return gm
+    return batch_first_recurrences(gm, example)
 
 
 def _export_route(model: nn.Module, example: torch.Tensor, window: int | None, fx_error: Exception) -> fx.GraphModule:
     from .exported import lift_aten_graph
 
-    dyn = None
-    if window is None:
-        d = example.dim() - 1
-        dyn = ({d: torch.export.Dim("time", min=2, max=1 << 20)},)
-    try:
+    def export(dynamic_batch: bool) -> torch.export.ExportedProgram:
+        # a dynamic batch keeps x.view(x.size(0), -1) sized by the batch (exported from a batch of 2: a
+        # batch of 1 would be specialised); models that cannot take it are exported with a static batch
+        spec: dict[int, Any] = {}
+        ex = example
+        if dynamic_batch:
+            ex = example[:1].expand(2, *example.shape[1:]).contiguous()
+            spec[0] = torch.export.Dim("batch", min=1, max=1 << 16)
+        if window is None:
+            spec[example.dim() - 1] = torch.export.Dim("time", min=2, max=1 << 20)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ep = torch.export.export(model, (example,), dynamic_shapes=dyn, strict=False)
+            return torch.export.export(model, (ex,), dynamic_shapes=(spec,) if spec else None, strict=False)
+
+    try:
+        try:
+            ep = export(True)
+        except Exception:
+            ep = export(False)
     except Exception as e:
         first = str(fx_error).strip().splitlines()[0][:300] if str(fx_error).strip() else type(fx_error).__name__
         second = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
