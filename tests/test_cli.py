@@ -292,8 +292,6 @@ def test_causal_dilated_receptive_field() -> None:
     assert [rfs[f"convs_{i}"] for i in range(4)] == [3, 7, 15, 31]  # 1 + 2 * (1 + 2 + 4 + 8)
 
 
-@pytest.mark.xfail(reason="Stream.describe() reports NodePlan.rf, a history bound that counts F.pad twice; "
-                          "fix in stream/convert.py (see CHANGELOG, issue 8)", strict=False)
 def test_stream_describe_reports_the_exact_receptive_field() -> None:
     s = to.stream(_CausalDilated().eval(), window=96, hop=16)
     rfs = receptive_fields(s.plan)

@@ -67,8 +67,6 @@ class _GatedResidual(nn.Module):
         return (h * torch.sigmoid(h.mean(-1, keepdim=True)) + x).flatten(1)
 
 
-@pytest.mark.xfail(reason="Stream.reference ignores the left extension here (equals the model on the bare "
-                          "window); the stream itself matches the hand-computed signal-padded window", strict=False)
 def test_reference_of_a_gated_residual_is_signal_padded() -> None:
     torch.manual_seed(0)
     m = _GatedResidual().eval()

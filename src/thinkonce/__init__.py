@@ -6,7 +6,7 @@
 >>> y, state = s.step(chunk, state)                # doctest: +SKIP
 """
 
-from .errors import AlignmentError, StreamInputError, ThinkonceError, UnsupportedNodeError
+from .errors import AlignmentError, ConversionError, StreamInputError, ThinkonceError, UnsupportedNodeError
 from .measure import count_macs
 from .pool import StreamPool
 from .stream import SignalPadded, Stream, extended_windows, load_state, register_framewise, save_state, state_nbytes, stream
@@ -18,5 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "stream", "Stream", "StreamPool", "SignalPadded", "extended_windows", "verify", "Report", "count_macs", "save_state", "load_state", "state_nbytes",
-    "register_framewise", "register_op", "analyze", "ThinkonceError", "UnsupportedNodeError", "AlignmentError", "StreamInputError",
+    "register_framewise", "register_op", "analyze", "ThinkonceError", "ConversionError", "UnsupportedNodeError", "AlignmentError", "StreamInputError",
 ]

@@ -24,7 +24,7 @@ from rich.table import Table
 from .stream.bounds import _propagate, _Val, pooling_error_bound
 from .stream.convert import Converter, NodePlan, Plan
 from .stream.exported import as_module
-from .stream.layers import ChainOp, PadOp, SlidingOp, TransposedConvOp, TrimOp, UpsampleOp
+from .stream.layers import ChainOp, SlidingOp
 from .stream.window import stride_period, window_spec
 
 __all__ = ["analyze", "Analysis", "LayerInfo", "receptive_fields"]
@@ -202,18 +202,12 @@ def _exact_extension(plan: Plan, window: int, period: int, limit: int) -> int:
 
 
 def _op_rf(op: Any, rf: Fraction, rate: Fraction) -> tuple[Fraction, Fraction]:
-    """Receptive field and rate after ``op`` applied to frames of receptive field ``rf`` at ``rate``."""
-    if isinstance(op, SlidingOp):  # output frame j reads input frames j*s .. j*s + span - 1
-        return rf + (op.span - 1) * rate, rate * op.stride
-    if isinstance(op, TransposedConvOp):  # the widest output frame sums ceil(span / s) input frames
-        return rf + (math.ceil(op.span / op.stride) - 1) * rate, rate / op.stride
-    if isinstance(op, UpsampleOp):  # every output frame repeats one input frame
-        return rf, rate / op.factor
-    if isinstance(op, ChainOp):
-        for sub in op.ops:
-            rf, rate = _op_rf(sub, rf, rate)
-        return rf, rate
-    return rf, rate  # PadOp, TrimOp: frames are added or removed, none of them widens
+    """Receptive field and rate after ``op`` applied to frames of receptive field ``rf`` at ``rate``:
+    each op's declared span widens it by ``span - 1`` input frames (padding and trims widen nothing)."""
+    for sub in (op.ops if isinstance(op, ChainOp) else (op,)):
+        f = sub.facts()
+        rf, rate = rf + (f.span - 1) * rate, rate * f.stride
+    return rf, rate
 
 
 def receptive_fields(plan: Plan) -> dict[str, int]:

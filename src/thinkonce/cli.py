@@ -391,21 +391,16 @@ def describe(
 ) -> None:
     """How each node of a network is streamed (kind, stride, receptive field in input samples)."""
     from . import stream as make_stream
-    from .analyze import receptive_fields
 
     with _clean_errors():
         m = load_model(model, arch, channels, window)
         w, h = _window_hop(m, window, hop)
         with _quiet_torch():
             s = make_stream(m.model, window=w, hop=h)
-        rfs = receptive_fields(s.plan)  # the definition analyze() reports (padding excluded)
         table = Table(title=f"{m.name}: window {w}, hop {h}, extension {s.extension}")
         for col in ("node", "target", "kind", "stride", "receptive field", "op"):
             table.add_column(col)
         for r in s.describe():
-            r = dict(r)
-            if r.get("receptive_field") is not None and r["node"] in rfs:
-                r["receptive_field"] = rfs[r["node"]]
             table.add_row(*(str(r[k]) if r[k] is not None else ""
                             for k in ("node", "target", "kind", "stride", "receptive_field", "op")))
         _wide().print(table)

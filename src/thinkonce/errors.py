@@ -17,3 +17,8 @@ class AlignmentError(ThinkonceError):
 
 class StreamInputError(ThinkonceError, ValueError):
     """A chunk or a state passed to a stream is malformed; the state was not touched."""
+
+
+class ConversionError(ThinkonceError):
+    """The converted stream disagreed with the model on its self-check probe (the message names the
+    first diverging node); the conversion is refused rather than giving wrong numbers."""

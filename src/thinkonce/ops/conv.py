@@ -89,8 +89,8 @@ def conv1d_module(ctx: OpContext):
 def conv1d_function(ctx: OpContext):
     w = ctx.value(ctx.arg(1, "weight"))
     b = ctx.value(ctx.arg(2, "bias"))
-    return conv_plan(ctx, w, b, single(ctx.arg(3, "stride", 1)), ctx.arg(4, "padding", 0),
-                     single(ctx.arg(5, "dilation", 1)), int(ctx.arg(6, "groups", 1)))
+    return conv_plan(ctx, w, b, single(ctx.value(ctx.arg(3, "stride", 1))), ctx.value(ctx.arg(4, "padding", 0)),
+                     single(ctx.value(ctx.arg(5, "dilation", 1))), int(ctx.value(ctx.arg(6, "groups", 1))))
 
 
 def transposed_plan(ctx: OpContext, w: torch.Tensor, b: torch.Tensor | None, stride: int, padding: int,
@@ -117,9 +117,9 @@ def conv_transpose1d_module(ctx: OpContext):
 def conv_transpose1d_function(ctx: OpContext):
     w = ctx.value(ctx.arg(1, "weight"))
     b = ctx.value(ctx.arg(2, "bias"))
-    return transposed_plan(ctx, w, b, single(ctx.arg(3, "stride", 1)), single(ctx.arg(4, "padding", 0)),
-                           single(ctx.arg(5, "output_padding", 0)), int(ctx.arg(6, "groups", 1)),
-                           single(ctx.arg(7, "dilation", 1)))
+    return transposed_plan(ctx, w, b, single(ctx.value(ctx.arg(3, "stride", 1))), single(ctx.value(ctx.arg(4, "padding", 0))),
+                           single(ctx.value(ctx.arg(5, "output_padding", 0))), int(ctx.value(ctx.arg(6, "groups", 1))),
+                           single(ctx.value(ctx.arg(7, "dilation", 1))))
 
 
 

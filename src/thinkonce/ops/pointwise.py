@@ -29,6 +29,7 @@ FUNCTIONS: tuple[Any, ...] = (
     torch.exp2, torch.sinh, torch.cosh, torch.atan, torch.atan2, torch.hypot, torch.clamp_min, torch.clamp_max,
     torch.sgn, torch.logit, torch.heaviside, torch.gt, torch.lt, torch.ge, torch.le, torch.eq, torch.ne,
     torch.logical_and, torch.logical_or, torch.logical_not, torch.masked_fill, torch.prelu,
+    torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like,
     F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardtanh,
     F.hardsigmoid, F.hardswish, F.softplus, F.softsign, F.sigmoid, F.tanh, F.logsigmoid, F.tanhshrink,
     F.threshold, F.prelu, F.rrelu, F.hardshrink, F.softshrink,

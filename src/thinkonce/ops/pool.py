@@ -66,12 +66,12 @@ def maxpool_module(ctx: OpContext):
 
 @register_op(F.max_pool1d, torch.max_pool1d)
 def maxpool_function(ctx: OpContext):
-    k = single(ctx.arg(1, "kernel_size"))
-    s = ctx.arg(2, "stride", None)
-    if ctx.arg(6, "return_indices", False):
+    k = single(ctx.value(ctx.arg(1, "kernel_size")))
+    s = ctx.value(ctx.arg(2, "stride", None))
+    if ctx.value(ctx.arg(6, "return_indices", False)):
         raise ctx.fail("return_indices=True", "Use return_indices=False.")
-    return pool_plan(ctx, "maxpool", k, single(s) if s not in (None, [], ()) else k, single(ctx.arg(4, "dilation", 1)),
-                     single(ctx.arg(3, "padding", 0)), bool(ctx.arg(5, "ceil_mode", False)))
+    return pool_plan(ctx, "maxpool", k, single(s) if s not in (None, [], ()) else k, single(ctx.value(ctx.arg(4, "dilation", 1))),
+                     single(ctx.value(ctx.arg(3, "padding", 0))), bool(ctx.value(ctx.arg(5, "ceil_mode", False))))
 
 
 @register_op(nn.AvgPool1d)
@@ -84,10 +84,10 @@ def avgpool_module(ctx: OpContext):
 
 @register_op(F.avg_pool1d, torch.avg_pool1d)
 def avgpool_function(ctx: OpContext):
-    k = single(ctx.arg(1, "kernel_size"))
-    s = ctx.arg(2, "stride", None)
-    return pool_plan(ctx, "avgpool", k, single(s) if s not in (None, [], ()) else k, 1, single(ctx.arg(3, "padding", 0)),
-                     bool(ctx.arg(4, "ceil_mode", False)), bool(ctx.arg(5, "count_include_pad", True)))
+    k = single(ctx.value(ctx.arg(1, "kernel_size")))
+    s = ctx.value(ctx.arg(2, "stride", None))
+    return pool_plan(ctx, "avgpool", k, single(s) if s not in (None, [], ()) else k, 1, single(ctx.value(ctx.arg(3, "padding", 0))),
+                     bool(ctx.value(ctx.arg(4, "ceil_mode", False))), bool(ctx.value(ctx.arg(5, "count_include_pad", True))))
 
 
 @register_op(nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d,

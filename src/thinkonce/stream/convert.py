@@ -125,18 +125,22 @@ def _signal_free(gm: fx.GraphModule) -> set[fx.Node]:
 
 
 def _source_line(n: fx.Node) -> str:
-    """``file:line: code`` of the user's code that created the node (from the tracer's stack)."""
-    st = n.meta.get("stack_trace") or ""
-    lines = [ln for ln in st.strip().splitlines() if ln.strip()]
-    for i in range(len(lines) - 1, -1, -1):
-        ln = lines[i].strip()
-        if ln.startswith("File "):
-            parts = ln.split(",")
-            file = parts[0][5:].strip().strip('"')
-            line = parts[1].strip().replace("line ", "") if len(parts) > 1 else "?"
-            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
-            return f"{file}:{line}: {code}"
-    return ""
+    """``file:line: code`` of the user's code that created the node (the tracer's stack, without the
+    frames of torch and thinkonce themselves)."""
+    lines = [ln for ln in (n.meta.get("stack_trace") or "").splitlines() if ln.strip()]
+    found = ""
+    for i, ln in enumerate(lines):
+        ln = ln.strip()
+        if not ln.startswith("File "):
+            continue
+        parts = ln.split(",")
+        file = parts[0][5:].strip().strip('"')
+        if any(k in file for k in ("/torch/", "/thinkonce/stream/", "/thinkonce/ops/")):
+            continue
+        line = parts[1].strip().replace("line ", "") if len(parts) > 1 else "?"
+        code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].strip().startswith("File ") else ""
+        found = f"{file}:{line}: {code}"
+    return found
 
 
 class Converter:

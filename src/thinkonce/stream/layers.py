@@ -208,7 +208,8 @@ class TransposedConvOp(StreamOp):
         return self.dilation * (self.weight.shape[2] - 1) + 1
 
     def facts(self) -> TimeFacts:
-        return TimeFacts(Fraction(1, self.stride), 1, 0, 0, math.ceil(self.span / self.stride))
+        reach = math.ceil(self.span / self.stride)  # input frames the widest output frame sums
+        return TimeFacts(Fraction(1, self.stride), reach, 0, 0, reach)
 
     def init_state(self, batch: int, like: Tensor) -> State:
         tail = max(self.span - self.stride, 0)

@@ -149,7 +149,7 @@ class Program:
     def head(self, feats: dict[fx.Node, Tensor], env: dict[fx.Node, Any]) -> Any:
         """Evaluate the head on the window's features (buffered values replaced by ``feats``)."""
         henv: dict[fx.Node, Any] = dict(env)
-        henv.update(feats)
+        henv.update({v: f.contiguous() for v, f in feats.items()})  # ring views: heads may .view() them
         look = henv.__getitem__
         for p in self.plan.head_nodes:
             henv[p.node] = self.calls[p.node](look)

@@ -21,8 +21,10 @@ from .convert import Converter, Plan
 from .program import Program
 from .backends import BACKENDS, TracedSteps, export_step
 from .exported import as_module
+from .check import self_check
+from .frontend import copy_model
 from .state import State, state_batch
-from .window import WindowSpec, approximate_window_forward, extended_window_forward, window_spec
+from .window import WindowSpec, approximate_window_forward, extended_window_forward, stride_period, window_spec
 
 EDGES = ("exact", "stale")
 
@@ -53,6 +55,10 @@ def _infer_channels(model: nn.Module) -> int | None:
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception:
+        for m in model.modules():  # registration order: usually the first layer first
+            for attr in ("in_channels", "num_features"):
+                if isinstance(getattr(m, attr, None), int):
+                    return int(getattr(m, attr))
         return None
     mods = dict(gm.named_modules())
     frontier = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -68,6 +74,8 @@ def _infer_channels(model: nn.Module) -> int | None:
                 if isinstance(getattr(m, attr, None), int):
                     return int(getattr(m, attr))
         frontier.extend(n.users)
+    if not any(p.dim() >= 2 for p in model.parameters()):
+        return 1  # no layer cares about channels (pooling, activations): any count streams the same
     return None
 
 
@@ -95,6 +103,7 @@ class Stream:
         allow_nonfinite: bool = False,
         backend: str = "eager",
         allow_misaligned: bool = False,
+        check: bool = True,
     ) -> None:
         model, example_input = as_module(model, example_input, window)
         if not isinstance(model, nn.Module):
@@ -122,7 +131,7 @@ class Stream:
         self.backend = backend
         self.window, self.hop, self.edge = window, hop, edge
         self.allow_nonfinite = allow_nonfinite
-        self.model = copy.deepcopy(model)  # the stream never sees later changes to the user's model
+        self.model = copy_model(model)  # the stream never sees later changes to the user's model
         self.model.requires_grad_(False)  # inference only: weights become constants of traced steps
         self.dtype, self.device = _model_dtype(self.model)
         example = self._example(example_input)
@@ -147,7 +156,7 @@ class Stream:
             self.out_rate = p.rate
             self._template = None
             self.delay = self._measure_delay()
-            period = max(Fraction(p.rate).numerator for p in self.plan.nodes if p.temporal and p.rate is not None)
+            period, _ = stride_period(self.plan)
             rf = int(max(p.rf for p in self.plan.nodes if p.temporal)) + 1
             self._period = period
             self._stable = -(-2 * rf // period) * period  # after this many samples the layout is periodic
@@ -161,6 +170,9 @@ class Stream:
             self._template = self._preroll(1)
             self._period = self.spec.period
         self._init_keys = set(self.init_state(1))
+        self._misaligned = self.spec is not None and hop % self.spec.period != 0
+        if check:
+            self_check(self)
         self._traced = TracedSteps(self, backend) if backend != "eager" else None
 
     # ------------------------------------------------------------------ construction helpers
@@ -204,10 +216,7 @@ class Stream:
 
     def _measure_delay(self) -> int:
         """Look-ahead in input samples: frames still owed after a long zero signal, times the output stride."""
-        period = 1
-        for p in self.plan.nodes:
-            if p.temporal and p.rate is not None:
-                period = max(period, Fraction(p.rate).numerator)
+        period, _ = stride_period(self.plan)
         rf = max((p.rf for p in self.plan.nodes if p.temporal), default=Fraction(1))
         n = int(-(-(int(rf) * 2 + 16) // period) * period)
         x = torch.zeros((1, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
@@ -286,9 +295,7 @@ class Stream:
     def _zero_history(self, batch: int, t: int) -> State:
         """State after a zero signal of a length congruent to ``t`` (same phase, hence same layout)."""
         if self.spec is None:
-            period = max(Fraction(p.rate).numerator for p in self.plan.nodes if p.temporal and p.rate is not None)
-            rf = int(max(p.rf for p in self.plan.nodes if p.temporal)) + 1
-            stable = -(-2 * rf // period) * period
+            period, stable = self._period, self._stable
             n = t if t < stable else stable + (t - stable) % period
             st = self.program.init_state(batch, self._like)
             x = torch.zeros((batch, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
@@ -520,9 +527,11 @@ class Stream:
             lengths = [chunk]
         else:
             lengths = list(chunk)
+        if not lengths or any((not isinstance(c, int)) or c < 0 for c in lengths) or not any(lengths):
+            raise ValueError(f"chunk must be a positive number of samples (or lengths >= 0, not all 0), got {chunk!r}")
         outs, pos, i = [], 0, 0
         while pos < n:
-            c = max(1, lengths[i % len(lengths)]) if lengths[i % len(lengths)] else 0
+            c = lengths[i % len(lengths)]
             y, st = self.step(signal[..., pos : pos + c], st)
             outs.append(y)
             pos += c
@@ -555,7 +564,11 @@ class Stream:
         return self.spec.extension
 
     def describe(self) -> list[dict[str, Any]]:
-        """One row per graph node: kind, time axis, stride (input samples per frame), receptive field."""
+        """One row per graph node: kind, time axis, stride (input samples per frame), receptive field
+        (input samples one output frame depends on, padding excluded: the definition of ``analyze``)."""
+        from ..analyze import receptive_fields
+
+        rfs = receptive_fields(self.plan)
         rows = []
         for p in self.plan.nodes:
             rows.append({
@@ -563,7 +576,7 @@ class Stream:
                 "target": str(p.node.target),
                 "kind": p.kind,
                 "stride": None if p.rate is None else str(p.rate),
-                "receptive_field": None if not p.temporal else str(p.rf),
+                "receptive_field": rfs.get(p.node.name) if p.temporal else None,
                 "op": None if p.op is None else p.op.kind,
             })
         return rows
@@ -583,6 +596,7 @@ def stream(
     allow_nonfinite: bool = False,
     backend: str = "eager",
     allow_misaligned: bool = False,
+    check: bool = True,
 ) -> Stream:
     """Convert a trained model (in eval mode) into a :class:`Stream`. The model is not modified.
 
@@ -593,6 +607,10 @@ def stream(
     frozen with TorchScript) or ``"onnx"`` (the same graph run by onnxruntime); same outputs and state.
     ``allow_misaligned=True`` accepts a hop that breaks pooling alignment (for measuring its error; see
     :func:`thinkonce.stream.bounds.pooling_error_bound`) instead of raising :class:`AlignmentError`.
+    ``check=True`` (default) runs the new stream on a random probe under a random chunking and raises
+    :class:`ConversionError`, naming the first diverging node, if it disagrees with the model
+    (continuous) or with :meth:`Stream.reference` (window mode).
     """
     return Stream(model, window=window, hop=hop, example_input=example_input, edge=edge,
-                  allow_nonfinite=allow_nonfinite, backend=backend, allow_misaligned=allow_misaligned)
+                  allow_nonfinite=allow_nonfinite, backend=backend, allow_misaligned=allow_misaligned,
+                  check=check)

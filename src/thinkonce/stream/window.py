@@ -75,17 +75,46 @@ def window_spec(plan: Plan, window: int, hop: int, allow_misaligned: bool = Fals
 
 
 class _CroppingInterpreter(fx.Interpreter):
+    """Runs the model on extended windows; head nodes read the window's crop of each buffered value
+    (trunk nodes keep reading the whole extended value), and values the plan fixed (the window's
+    length read from a shape) keep the window's value, as in the stream."""
+
     def __init__(self, plan: Plan, frames: dict[str, int]) -> None:
         super().__init__(plan.gm)
         self.plan = plan
         self.frames = frames
+        self.cropped: dict[fx.Node, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        f = self.frames.get(n.name)
-        if f is not None:
-            d = self.plan.by_node[n].tdim
-            out = out.narrow(d, out.shape[d] - f, f)
+        p = self.plan.by_node.get(n)
+        if p is not None and p.kind == "const" and p.value is not None and n.op != "get_attr":
+            return p.value
+        if p is not None and p.kind == "head":
+            saved = {}
+            for a in n.all_input_nodes:
+                if a.name in self.frames:
+                    saved[a] = self.env[a]
+                    self.env[a] = self._crop(a)
+            try:
+                return super().run_node(n)
+            finally:
+                self.env.update(saved)
+        return super().run_node(n)
+
+    def _crop(self, a: fx.Node) -> Any:
+        if a not in self.cropped:
+            out = self.env[a]
+            f = self.frames[a.name]
+            d = self.plan.by_node[a].tdim
+            self.cropped[a] = out.narrow(d, out.shape[d] - f, f).contiguous()  # as the stream's head sees it
+        return self.cropped[a]
+
+    def output(self, target: Any, args: Any, kwargs: Any) -> Any:
+        out = args[0]
+        if isinstance(out, torch.Tensor):
+            for a, v in self.env.items():
+                if v is out and a.name in self.frames:
+                    return self._crop(a)
         return out
 
 
