@@ -56,7 +56,7 @@ def _hifigan() -> nn.Module:
 ZOO: list[ZooEntry] = [
     # ------------------------------------------------------------------ continuous (sequence outputs)
     ZooEntry("tcn", tcn.TCN, (4,), "continuous", length=160,
-             expect="crash:deepcopy protocol",  # needs: models with old torch.nn.utils.weight_norm (non-leaf .weight) survive the deepcopy; then the Chomp trim x[:, :, :-n]
+             expect="stream",  # hook-based weight norm folded, Chomp1d x[:, :, :-n] is a trim op
              paper="Bai et al. 2018, arXiv:1803.01271"),
     ZooEntry("wavenet", tcn.WaveNet, (1,), "continuous", length=160,
              paper="van den Oord et al. 2016, arXiv:1609.03499"),
@@ -72,7 +72,7 @@ ZOO: list[ZooEntry] = [
     ZooEntry("hifigan", _hifigan, (8,), "continuous", length=48,
              paper="Kong et al. 2020, arXiv:2010.05646"),
     ZooEntry("quartznet", speech.QuartzNet, (16,), "continuous", length=96,
-             expect="refuse:failed on an example input",  # needs: optional extra forward args (trace with their defaults: length=None)
+             expect="stream",  # the optional length=None input is traced at its default
              paper="Kriman et al. 2020, arXiv:1910.10261"),
     ZooEntry("wav2letter", speech.Wav2Letter, (13,), "continuous", length=128,
              paper="Collobert et al. 2016, arXiv:1609.03193"),
@@ -83,11 +83,11 @@ ZOO: list[ZooEntry] = [
              length=3200,
              paper="Baevski et al. 2020, arXiv:2006.11477"),
     ZooEntry("hannun_ecg", ecg.HannunECG, (1,), "continuous", length=256,
-             expect="refuse:zeros_like",  # needs: zeros_like / ones_like as frame-wise ops
+             expect="stream",
              paper="Hannun et al. 2019, doi:10.1038/s41591-018-0268-3"),
     # ------------------------------------------------------------------ window mode (per-window outputs)
     ZooEntry("ribeiro_ecg", ecg.RibeiroResNet1d, (12,), "window", window=256, hop=64,
-             expect="broken:view size is not compatible",  # BUG: head buffer not contiguous when the trunk owes right-edge frames; x.view() in the head raises
+             expect="stream",
              paper="Ribeiro et al. 2020, doi:10.1038/s41467-020-15432-4"),
     ZooEntry("xresnet1d", ecg.XResNet1d, (12,), "window", window=128, hop=16,
              paper="Strodthoff et al. 2021, arXiv:2004.13701"),
@@ -102,7 +102,7 @@ ZOO: list[ZooEntry] = [
     ZooEntry("mobilenet1d", tsc.MobileNet1d, (3,), "window", window=128, hop=16,
              paper="Sandler et al. 2018, arXiv:1801.04381"),
     ZooEntry("tc_resnet8", speech.TCResNet8, (40,), "window", window=96, hop=16,
-             expect="crash:int() argument",  # BUG: F.avg_pool1d(x, x.size(-1)): kernel_size is a graph node -> TypeError; needs: functional pooling with a window-length kernel as a head
+             expect="stream",
              paper="Choi et al. 2019, arXiv:1904.03814"),
     ZooEntry("xvector_tdnn", speech.XVector, (24,), "window", window=100, hop=10,
              paper="Snyder et al. 2018, doi:10.1109/ICASSP.2018.8461375"),
@@ -111,7 +111,7 @@ ZOO: list[ZooEntry] = [
     ZooEntry("sincnet_like", speech.SincNetLike, (), "window", window=400, hop=80,
              paper="Ravanelli & Bengio 2018, arXiv:1808.00158"),
     ZooEntry("deepsleepnet_cnn", eeg.DeepSleepNetCNN, (1,), "window", window=960, hop=128,
-             expect="broken:view size is not compatible",  # BUG: same as ribeiro_ecg (x1.view(x1.size(0), -1) on a non-contiguous head buffer)
+             expect="stream",
              paper="Supratak et al. 2017, arXiv:1703.04046"),
     ZooEntry("eegnet", eeg.EEGNet, (1, 4), "window", window=128, hop=32,
              expect="stream",  # torch.export route (the assert), batch kept dynamic; Conv2d/BN2d/AvgPool2d with time last

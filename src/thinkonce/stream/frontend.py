@@ -72,6 +72,17 @@ class StreamTracer(fx.Tracer):
         return super().create_node(*args, **kwargs)
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also copes with weights computed by hooks (``nn.utils.weight_norm`` keeps the
+    computed weight as a non-leaf tensor attribute, which deepcopy refuses): those are copied detached."""
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for name, v in vars(m).items():
+            if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and not v.is_leaf:
+                memo[id(v)] = v.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 def fold_weights(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parametrized / weight-normed weights are plain tensors, with backward
     hooks (irrelevant at inference) removed; the model itself when there is nothing to fold."""
@@ -84,7 +95,7 @@ def fold_weights(model: nn.Module) -> nn.Module:
     )
     if not needs:
         return model
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     for name, m in model.named_modules():
         if parametrize.is_parametrized(m):
             for pname in list(m.parametrizations.keys()):  # type: ignore[union-attr]
@@ -119,7 +130,7 @@ def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.Gra
     model = fold_weights(model)
     tracer = StreamTracer()
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, concrete_args=_optional_inputs(model))
     except UnsupportedNodeError:
         raise
     except Exception as fx_error:  # fx raises many kinds: try torch.export, which runs shape logic
@@ -129,6 +140,20 @@ def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.Gra
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return batch_first_recurrences(gm, example)
+
+
+def _optional_inputs(model: nn.Module) -> dict[str, Any] | None:
+    """Forward parameters after the signal that have defaults stay at them (traced as constants, so
+    ``if lengths is not None`` takes the default's branch)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    extra = {p.name: p.default for p in params[1:]
+             if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return extra or None
 
 
 def _export_route(model: nn.Module, example: torch.Tensor, window: int | None, fx_error: Exception) -> fx.GraphModule:
