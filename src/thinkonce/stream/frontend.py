@@ -26,7 +26,6 @@ from torch.nn.utils import parametrize
 
 from ..errors import UnsupportedNodeError
 from ..ops import registry
-from .rewrite import batch_first_recurrences
 
 #: tracing budget: a model whose trace grows past these is refused (no model can hang the converter)
 MAX_NODES = 200_000
@@ -98,8 +97,14 @@ def fold_weights(model: nn.Module) -> nn.Module:
     model = copy_model(model)
     for name, m in model.named_modules():
         if parametrize.is_parametrized(m):
-            for pname in list(m.parametrizations.keys()):  # type: ignore[union-attr]
-                parametrize.remove_parametrizations(m, pname, leave_parametrized=True)
+            # fold by hand: torch's remove_parametrizations deletes the property from the parametrized
+            # class, which the copied-from model shares, and would break it
+            with torch.no_grad():
+                values = {pn: getattr(m, pn).detach().clone() for pn in m.parametrizations.keys()}  # type: ignore[union-attr]
+            m.__class__ = type(m).__bases__[0]
+            del m._modules["parametrizations"]
+            for pn, v in values.items():
+                m.register_parameter(pn, nn.Parameter(v, requires_grad=False))
         for key, hook in list(m._forward_pre_hooks.items()):
             if isinstance(hook, WeightNorm):
                 with torch.no_grad():
@@ -126,7 +131,7 @@ def fold_weights(model: nn.Module) -> nn.Module:
 def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.GraphModule:
     """The model as an fx graph of torch calls (see the module docstring for the route taken)."""
     if isinstance(model, fx.GraphModule) and not any(isinstance(n.target, torch._ops.OpOverload) for n in model.graph.nodes):
-        return batch_first_recurrences(model, example)
+        return model
     model = fold_weights(model)
     tracer = StreamTracer()
     try:
@@ -139,7 +144,7 @@ def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.Gra
     gm = fx.GraphModule(tracer.root, graph, name)
     gm.graph.eliminate_dead_code()
     gm.recompile()
-    return batch_first_recurrences(gm, example)
+    return gm
 
 
 def _optional_inputs(model: nn.Module) -> dict[str, Any] | None:
