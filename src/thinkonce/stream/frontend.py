@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import UnsupportedNodeError
 from ..ops import registry
+from .rewrite import batch_first_recurrences
 
 #: tracing budget: a model whose trace grows past these is refused (no model can hang the converter)
 MAX_NODES = 200_000
@@ -131,7 +132,7 @@ def fold_weights(model: nn.Module) -> nn.Module:
 def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.GraphModule:
     """The model as an fx graph of torch calls (see the module docstring for the route taken)."""
     if isinstance(model, fx.GraphModule) and not any(isinstance(n.target, torch._ops.OpOverload) for n in model.graph.nodes):
-        return model
+        return batch_first_recurrences(model, example)
     model = fold_weights(model)
     tracer = StreamTracer()
     try:
@@ -144,7 +145,7 @@ def trace(model: nn.Module, example: torch.Tensor, window: int | None) -> fx.Gra
     gm = fx.GraphModule(tracer.root, graph, name)
     gm.graph.eliminate_dead_code()
     gm.recompile()
-    return gm
+    return batch_first_recurrences(gm, example)
 
 
 def _optional_inputs(model: nn.Module) -> dict[str, Any] | None:
