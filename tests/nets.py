@@ -129,3 +129,11 @@ def stack_case(draw, variants: list[str], max_blocks: int = 4):
     if draw(st.booleans()):
         blocks.insert(draw(st.integers(0, len(blocks))), draw(upsampling_block()))
     return blocks, draw(st.integers(1, 3)), draw(st.integers(0, 2**16)), draw(st.sampled_from(variants))
+
+
+def assert_close(y: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
+    """Stream output equals the offline model's: max abs error <= tol x max(1, output scale)."""
+    assert y.shape == ref.shape, (y.shape, ref.shape)
+    scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
+    err = float((y - ref).abs().max()) if ref.numel() else 0.0
+    assert err <= tol * scale, f"max abs error {err} > {tol} x scale {scale}"

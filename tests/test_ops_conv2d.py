@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import thinkonce as to
+from nets import assert_close as _assert_close
 
-TOL = 1e-5
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +20,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _assert_close(y: torch.Tensor, ref: torch.Tensor) -> None:
-    assert y.shape == ref.shape, (y.shape, ref.shape)
-    scale = max(1.0, float(ref.abs().max()))
-    err = float((y - ref).abs().max()) if ref.numel() else 0.0
-    assert err <= TOL * scale, f"max abs error {err} > {TOL} x scale {scale}"
 
 
 @st.composite

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import thinkonce as to
+from nets import assert_close as _assert_close
 from thinkonce.ops.rnn import RecurrentOp
 
-TOL = 1e-5
 RNNS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 
 
@@ -24,13 +24,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _assert_close(y: torch.Tensor, ref: torch.Tensor) -> None:
-    assert y.shape == ref.shape, (y.shape, ref.shape)
-    scale = max(1.0, float(ref.abs().max()))
-    err = float((y - ref).abs().max()) if ref.numel() else 0.0
-    assert err <= TOL * scale, f"max abs error {err} > {TOL} x scale {scale}"
 
 
 class RecNet(nn.Module):
