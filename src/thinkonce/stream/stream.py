@@ -134,7 +134,7 @@ class Stream:
         self.model = copy_model(model)  # the stream never sees later changes to the user's model
         self.model.requires_grad_(False)  # inference only: weights become constants of traced steps
         self.dtype, self.device = _model_dtype(self.model)
-        example = self._example(example_input)
+        example = _batch_of_two(self.model, self._example(example_input))
         self.input_frame_shape = tuple(example.shape[1:-1])  # (channels, ...) of one frame
         self.plan: Plan = Converter(self.model, example, window).convert()
         self.program = Program(self.plan)
@@ -584,6 +584,21 @@ class Stream:
     def __repr__(self) -> str:
         mode = "continuous" if self.spec is None else f"window={self.window}, hop={self.hop}, edge={self.edge!r}"
         return f"Stream({type(self.model).__name__}, {mode}, delay={self.delay})"
+
+
+def _batch_of_two(model: nn.Module, example: Tensor) -> Tensor:
+    """Convert from a batch of two when given one stream: at batch 1, ``squeeze()``, ``view(-1, ...)`` and
+    the like also drop or merge the batch axis, so the recorded shapes would describe a different program
+    than the one a stream of several rows runs. Models that only take batch 1 keep their example."""
+    if example.shape[0] != 1:
+        return example
+    x2 = example.expand(2, *example.shape[1:]).contiguous()
+    try:
+        with torch.no_grad():
+            model(x2)
+    except Exception:
+        return example
+    return x2
 
 
 def stream(
