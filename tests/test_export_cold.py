@@ -111,7 +111,7 @@ def _check(tmp_path, s, x: torch.Tensor, chunk: int | None, standalone: bool) ->
     return info
 
 
-@pytest.mark.parametrize("window,chunk", [(None, None), (None, 3), (64, None), (64, 5)])
+@pytest.mark.parametrize("window,chunk", [(None, 3), (64, 5)])
 def test_cold_export_resnet(tmp_path, window, chunk) -> None:
     torch.manual_seed(2)
     model = ResNet(head=window is not None).eval()

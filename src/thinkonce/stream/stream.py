@@ -191,6 +191,7 @@ class Stream:
         self.fingerprint = self._fingerprint()
         self._build_state_spec()
         self._history_cache: dict[int, State] = {}
+        self._counter_cache: dict[int, list[int]] = {}
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
@@ -378,8 +379,16 @@ class Stream:
         return st
 
     def _counters_at(self, t: int) -> list[int]:
-        n = self._history(t).get("@n")
-        return [] if n is None else n[0].tolist()
+        """The layers' phase counters (``@n`` row) after ``t`` samples; cached per phase."""
+        key = self._phase_key(t)
+        got = self._counter_cache.get(key)
+        if got is None:
+            n = self._history(t).get("@n")
+            got = [] if n is None else n[0].tolist()
+            if len(self._counter_cache) > 4096:
+                self._counter_cache.clear()
+            self._counter_cache[key] = got
+        return got
 
     # ------------------------------------------------------------------ validation
     def check_state(self, state: Any, batch: int | None = None, clock: bool = True) -> None:
