@@ -112,7 +112,7 @@ class StreamOp:
             if f.is_counter:
                 st[k] = int(f.init)
             else:
-                st[k] = torch.full((batch, *f.shape), f.init, dtype=f.dtype, device=like.device)
+                st[k] = f.initial(batch, f.dtype, like.device)
         return st
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:  # pragma: no cover

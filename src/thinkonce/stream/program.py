@@ -157,8 +157,7 @@ class Program:
         for k, f in self.spec.items():
             if k == COUNTERS:
                 continue
-            st[k] = torch.full((batch, *f.shape), f.init, dtype=like.dtype if f.dtype.is_floating_point else f.dtype,
-                               device=like.device)
+            st[k] = f.initial(batch, like.dtype if f.dtype.is_floating_point else f.dtype, like.device)
         if self.counter_keys:
             st[COUNTERS] = torch.tensor([self.counter_init], dtype=torch.int64, device=like.device).expand(batch, -1).contiguous()
         return st

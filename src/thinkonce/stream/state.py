@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,14 +38,28 @@ class Field:
     ``time_axis`` (an index into ``shape``) marks a variable-length time axis kept at its maximum
     length ``shape[time_axis]``; ``fill`` names the counter holding how many of its last frames are
     valid. Counters (``shape == ()``, int64) are stored as columns of ``@n``; ``init`` is the value a
-    fresh state holds (a buffer is filled with it).
+    fresh state holds: a number (a buffer is filled with it) or, for a buffer whose start is not
+    uniform (a recurrence's learned ``h0``), a tensor of the per-row shape, or ``(1 or B, *shape)``
+    (see :meth:`initial`). ``init`` takes no part in comparisons: the layout is shape and dtype.
     """
 
     shape: tuple[int, ...]
     dtype: torch.dtype
     time_axis: int | None = None
     fill: str | None = None
-    init: float = 0.0
+    init: float | torch.Tensor = field(default=0.0, compare=False)
+
+    def initial(self, batch: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+        """A fresh ``(batch, *shape)`` tensor holding ``init`` (``dtype`` for floating fields)."""
+        if not isinstance(self.init, torch.Tensor):
+            return torch.full((batch, *self.shape), self.init, dtype=dtype, device=device)
+        v = self.init.to(dtype=dtype, device=device)
+        if v.dim() == len(self.shape):
+            v = v.unsqueeze(0)
+        if tuple(v.shape[1:]) != self.shape or v.shape[0] not in (1, batch):
+            raise ValueError(f"initial value of shape {tuple(v.shape)} does not fit a state of {batch} rows "
+                             f"of shape {self.shape} (a constant initial state made for another batch size?)")
+        return v.expand(batch, *self.shape).contiguous()
 
     @property
     def is_counter(self) -> bool:
