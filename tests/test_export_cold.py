@@ -131,10 +131,43 @@ def test_cold_export_random_stack(tmp_path) -> None:
     _check(tmp_path, s, torch.randn(2, 2, 200), 3, standalone=False)
 
 
-@pytest.mark.parametrize("chunk", [64, 40])
+@pytest.mark.parametrize("chunk", [64])  # a chunk off the hop: test_cold_export_resnet[64-5]
 def test_cold_export_ppg(tmp_path, chunk) -> None:
     from thinkonce.models import ppg_hr
 
     s = to.stream(ppg_hr(pretrained=True, padding="signal"), window=256, hop=64)
     x = torch.randn(2, 1, 256 + 12 * chunk)
     _check(tmp_path, s, x, chunk, standalone=chunk == 64)
+
+
+class Features(nn.Module):
+    """A reference net's streamable trunk (``model.features``) as a model, for continuous mode."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.features(x)
+
+
+@pytest.mark.parametrize("name,mode,chunk", [
+    ("eeg_seizure", "window", 256), ("acc_seizure", "window", 160),
+    ("ppg_hr", "continuous", 256), ("eeg_seizure", "continuous", 64), ("acc_seizure", "continuous", 64),
+])
+def test_cold_export_reference_nets(tmp_path, name, mode, chunk) -> None:
+    """The DESIGN.md reference nets (ppg_hr window mode: test_cold_export_ppg) from a cold state, in
+    window mode and, for their feature trunks, in continuous mode: onnxruntime equals eager."""
+    from thinkonce.models import acc_seizure, eeg_seizure, ppg_hr
+
+    factory, c, W = {"ppg_hr": (lambda: ppg_hr(pretrained=True), 1, 256), "eeg_seizure": (eeg_seizure, 18, 1024),
+                     "acc_seizure": (acc_seizure, 4, 960)}[name]
+    torch.manual_seed(0)
+    model = factory().eval()
+    if mode == "window":
+        s = to.stream(model, window=W, hop=chunk)
+    else:
+        s = to.stream(Features(model).eval(), example_input=torch.zeros(1, c, W))
+    x = torch.randn(2, c, W + 6 * chunk)
+    info = _check(tmp_path, s, x, chunk, standalone=name == "acc_seizure" and mode == "window")
+    assert info["chunk"] == chunk
