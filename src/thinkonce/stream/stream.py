@@ -23,9 +23,10 @@ from .program import Program
 from .backends import BACKENDS, TracedSteps, export_step
 from .exported import as_module
 from .check import self_check
+from .clock import Clock
 from .frontend import copy_model
 from .state import Field, State, StateSpec, fingerprint, state_batch
-from .window import WindowSpec, approximate_window_forward, extended_window_forward, stride_period, window_spec
+from .window import WindowSpec, approximate_window_forward, extended_window_forward, window_spec
 
 EDGES = ("exact", "stale")
 
@@ -174,11 +175,8 @@ class Stream:
             self.out_tdim = p.tdim
             self.out_rate = p.rate
             self._template = None
+            self.clock = Clock.continuous(self.plan)
             self.delay = self._measure_delay()
-            period, _ = stride_period(self.plan)
-            rf = int(max(p.rf for p in self.plan.nodes if p.temporal)) + 1
-            self._period = period
-            self._stable = -(-2 * rf // period) * period  # after this many samples the layout is periodic
         else:
             if window != example.shape[-1]:
                 raise ValueError(f"example_input has {example.shape[-1]} samples but window={window}")
@@ -187,7 +185,7 @@ class Stream:
             p = self.spec.period
             self._preroll_len = -(-(self.spec.extension + window) // p) * p
             self._template = self._preroll(1)
-            self._period = self.spec.period
+            self.clock = Clock.windowed(self.spec)
         self.fingerprint = self._fingerprint()
         self._build_state_spec()
         self._history_cache: dict[int, State] = {}
@@ -195,7 +193,7 @@ class Stream:
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
-        self._traced = TracedSteps(self, backend) if backend != "eager" else None
+        self._traced = TracedSteps(self._step_impl, self._trace_key, backend) if backend != "eager" else None
 
     # ------------------------------------------------------------------ construction helpers
     def _fingerprint(self) -> int:
@@ -279,7 +277,7 @@ class Stream:
 
     def _measure_delay(self) -> int:
         """Look-ahead in input samples: frames still owed after a long zero signal, times the output stride."""
-        period, _ = stride_period(self.plan)
+        period = self.clock.period
         rf = max((p.rf for p in self.plan.nodes if p.temporal), default=Fraction(1))
         n = int(-(-(int(rf) * 2 + 16) // period) * period)
         x = torch.zeros((1, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
@@ -350,12 +348,15 @@ class Stream:
             new[k] = v.index_copy(0, idx.to(v.device), tv.expand(len(idx), *tv.shape[1:]).to(v.dtype))
         return new
 
+    @property
+    def _period(self) -> int:
+        """The stride period (kept for callers of the private name; see :attr:`clock`)."""
+        return self.clock.period
+
     def _phase_key(self, t: int) -> int:
         """The canonical sample count whose zero history has the same layer counters as ``t``'s (and
-        the same buffers, up to their values): ``t`` itself during warm-up, then ``t`` modulo the period."""
-        if self.spec is None:
-            return t if t < self._stable else self._stable + (t - self._stable) % self._period
-        return t % self.spec.period
+        the same buffers, up to their values): see :meth:`Clock.layout_phase`."""
+        return self.clock.layout_phase(t)
 
     def _history(self, t: int) -> State:
         """Batch-1 layer state (rings included) after a zero signal of ``_phase_key(t)`` samples; cached.
@@ -547,13 +548,9 @@ class Stream:
         return self._window_step(x, state, t)
 
     def _trace_key(self, n: int, state: State) -> tuple | None:
-        """What the step's control flow depends on; None during warm-up (run eagerly)."""
-        t = int(state["@t"][0])
-        if self.spec is None:
-            return None if t < self._stable else (n, t % self._period)
-        if t < self.spec.window:
-            return None
-        return (n, t % math.lcm(self.spec.hop, self.spec.period))
+        """What the step's control flow depends on; None during warm-up (run eagerly). The key function
+        the traced backends get (:meth:`Clock.trace_key` on the state's clock)."""
+        return self.clock.trace_key(n, int(state["@t"][0]))
 
     def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17,
                     write_init_state: bool = True) -> dict[str, Any]:
@@ -583,11 +580,11 @@ class Stream:
         from .onnx_phases import merge_phases
         from .state import save_state
 
-        n = chunk if chunk is not None else (self.hop if self.spec is not None else self._period)
+        clock = self.clock
+        n = chunk if chunk is not None else (self.hop if self.spec is not None else clock.period)
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"chunk must be a positive number of samples, got {n!r}")
-        modulus = math.lcm(self.hop, self._period) if self.spec is not None else self._period
-        start = self.warmup
+        modulus, start = clock.modulus, clock.warmup
         b = batch or 1
         st = self.init_state(b)
         x = torch.zeros((b, *self.input_frame_shape, n), dtype=self.dtype)
@@ -596,11 +593,11 @@ class Stream:
         with torch.no_grad():
             while True:
                 t = int(st["@t"][0])
-                phase = t if t < start else start + (t - start) % modulus
+                phase = clock.phase(t)
                 if phase in phases:
                     break
                 buf = io.BytesIO()
-                _, outs = export_step(self, x, st, buf, opset=opset)
+                _, outs = export_step(self._step_impl, x, st, buf, opset=opset)
                 models.append(onnx.load_from_string(buf.getvalue()))
                 phases.append(phase)
                 _, st = self._step_impl(x, st)
@@ -623,19 +620,14 @@ class Stream:
         """Samples after which a step's control flow depends only on the phase (the clock modulo the
         stride period, in window mode its lcm with the hop): the first window, or the continuous
         stream's start-up (layers still filling their buffers)."""
-        if self.spec is not None:
-            return self.spec.window
-        return self._stable
+        return self.clock.warmup
 
     def _window_step(self, x: Tensor, state: State, t: int) -> tuple[Tensor, State]:
         spec = self.spec
         assert spec is not None
         n = x.shape[-1]
-        W, H = spec.window, spec.hop
-        # window ends b in (t, t+n] with b >= W and (b - W) % H == 0
-        first = W if t < W else W + (-(-(t + 1 - W) // H)) * H
-        ends = list(range(first, t + n + 1, H))
-        cuts = [e - t for e in ends]
+        ends = self.clock.window_ends(t, n)
+        cuts = list(ends)
         if not cuts or cuts[-1] != n:
             cuts.append(n)
         st = {k: v for k, v in state.items() if not k.startswith("@") or k == "@n"}
