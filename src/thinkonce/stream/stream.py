@@ -234,6 +234,19 @@ class Stream:
         ``fill`` frames, ``fill`` a column of ``@n``); ``@n`` (K,) int64: every integer phase counter;
         ``@ring.<node>``: window-mode feature buffers (the window's frames); ``@t`` () int64: samples
         seen; ``@fp`` () int64: the stream's :attr:`fingerprint`.
+
+        Every tensor is batch-first: ``state[k]`` has shape ``(B, *spec[k].shape)``, one row per stream,
+        and rows are independent (concatenate states of two streams at the same phase along dim 0).
+        Per op (``<node>.`` prefix; a ChainOp's members add ``<i>.``): conv/pooling ``buf`` (C_in, L)
+        with fill ``fill`` and, when the stride outruns the kernel, ``skip``; transposed conv ``carry``
+        (C_out, span - stride) and ``started``; trims ``drop`` and, with a right trim, ``held`` (fill
+        ``nheld``); padding ``started``; reflect/replicate padding ``pending`` (fill ``npend``) and
+        ``tail`` (fill ``ntail``); alignment queues ``q<i>`` (fill ``n<i>``); cumsum ``total`` (one
+        frame); recurrences ``h`` and, for an LSTM, ``c`` as (num_layers, hidden) - batch-first, not
+        PyTorch's (num_layers, B, hidden); 2-D ops keep their 1-D op's state on frames flattened to
+        C * F rows. Counters (``fill``, ``skip``, ``started``, ...) are not tensors of their own: they
+        are the columns of ``@n`` named by ``spec.counters``. The layout can be read without running
+        a step: ``init_state(1)`` has it.
         """
         return self._state_spec
 
