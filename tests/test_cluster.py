@@ -1,0 +1,266 @@
+"""RayStreamPool on a local Ray cluster: per-stream order, exactly-once retries, a shard killed mid-run
+(0 lost, 0 duplicated, identical to one process), rebalancing onto a new shard, refused inputs that
+change nothing, and the HTTP ingress. One Ray instance for the module (loopback, small object store)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ray = pytest.importorskip("ray", reason="the cluster layer needs the optional extra: pip install 'thinkonce[ray]'")
+
+import thinkonce as to  # noqa: E402
+from thinkonce.cluster import RayStreamPool, SequenceGapError, UnknownStreamError, slot_of  # noqa: E402
+from thinkonce.errors import StreamInputError  # noqa: E402
+from nets import assert_close  # noqa: E402
+
+W, H = 64, 16
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 4, 3, padding=1),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 2),
+    ).eval()
+
+
+SLOTS = 8
+
+
+@pytest.fixture(scope="module")
+def local_stream():
+    return to.stream(model(), window=W, hop=H)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    torch.set_num_threads(1)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
+                 _node_ip_address="127.0.0.1", configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(cluster, local_stream, tmp_path_factory):
+    """One 2-shard cluster for the module (actor start-up dominates the run time); tests use their own
+    stream ids. The stream is converted once here and pickled to the shards."""
+    p = RayStreamPool(local_stream, shards=2, slots=SLOTS, checkpoint_dir=tmp_path_factory.mktemp("cluster"),
+                      checkpoint_every=13, name="test")
+    yield p
+    p.shutdown()
+
+
+def chunkings(rng: random.Random, ids: list[str], n: int, pieces: int) -> dict[str, list[tuple[int, int]]]:
+    out = {}
+    for sid in ids:
+        cuts = sorted(rng.sample(range(1, n), pieces - 1))
+        b = [0, *cuts, n]
+        out[sid] = [(b[j], b[j + 1]) for j in range(pieces)]
+    return out
+
+
+def drive(pool, signals, cuts, ids, *, rounds_between=None, on_round=None) -> dict[str, list]:
+    """Submit chunk j of every stream in round j (one submit_many), read results every round; returns
+    each stream's (quantum index, y) list."""
+    got: dict[str, list] = {sid: [] for sid in ids}
+    for j in range(len(cuts[ids[0]])):
+        pool.submit_many([(sid, signals[i, :, cuts[sid][j][0]:cuts[sid][j][1]], j) for i, sid in enumerate(ids)])
+        if on_round is not None:
+            on_round(j)
+        for sid, items in pool.results_many(ids, with_seq=True).items():
+            got[sid].extend(items)
+    for sid, items in pool.results_many(ids, with_seq=True).items():
+        got[sid].extend(items)
+    return got
+
+
+def single_process(stream, signals, cuts, ids) -> dict[str, list]:
+    """The same chunks, in the same rounds, through one local StreamPool."""
+    pool = to.StreamPool(stream)
+    for sid in ids:
+        pool.add(sid)
+    got: dict[str, list] = {sid: [] for sid in ids}
+    for j in range(len(cuts[ids[0]])):
+        for i, sid in enumerate(ids):
+            pool.submit(sid, signals[i, :, cuts[sid][j][0]:cuts[sid][j][1]])
+        pool.process()
+        for sid in ids:
+            got[sid].extend(pool.results(sid, with_seq=True))
+    return got
+
+
+def assert_same(got: dict, ref: dict, *, exact: bool) -> None:
+    """Same quantum indices (nothing lost or duplicated) and values: bit for bit with ``exact`` (same batch
+    composition), else to float rounding (batched kernels may round differently for other batch sizes)."""
+    for sid in ref:
+        assert [q for q, _ in got[sid]] == [q for q, _ in ref[sid]], f"{sid}: lost or duplicated outputs"
+        if ref[sid]:
+            a, b = torch.cat([y for _, y in got[sid]]), torch.cat([y for _, y in ref[sid]])
+            if exact:
+                assert torch.equal(a, b), f"{sid}: values differ from the uninterrupted run"
+            assert_close(a, b)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), pieces=st.integers(3, 9))
+def test_order_and_offline_equality(pool, local_stream, seed, pieces):
+    """Random chunkings: each stream's outputs come back in quantum order, equal to the offline stream."""
+    rng = random.Random(seed)
+    ids = [f"s{seed}-{pieces}-{i}" for i in range(6)]
+    n = 200
+    x = torch.randn(len(ids), 1, n, generator=torch.Generator().manual_seed(seed))
+    cuts = chunkings(rng, ids, n, pieces)
+    for sid in ids:
+        pool.add(sid)
+    got = drive(pool, x, cuts, ids)
+    for i, sid in enumerate(ids):
+        qs = [q for q, _ in got[sid]]
+        assert qs == list(range(len(qs)))
+        ref = local_stream.run(x[i : i + 1], chunk=H)[0]
+        assert_close(torch.cat([y for _, y in got[sid]]), ref)
+        pool.evict(sid)
+
+
+def test_retry_applied_once_and_gap_refused(pool):
+    if True:
+        pool.add("a")
+        x = torch.randn(1, 80)
+        assert pool.submit("a", x[:, :40], 0) is True
+        assert pool.submit("a", x[:, :40], 0) is False  # a retry: not applied again
+        before = pool.info("a")
+        with pytest.raises(SequenceGapError, match="resend from seq 1"):
+            pool.submit("a", x[:, 40:], 2)
+        assert pool.info("a") == before
+        assert pool.submit("a", x[:, 40:], 1) is True
+        assert pool.info("a")["position"] == 80
+        first = pool.results("a", with_seq=True)
+        assert [q for q, _ in first] == [0, 1, 2, 3, 4]  # 80 samples = 5 hops (windows from the 4th)
+        assert pool.results("a") == []  # each output once
+        pool.reset("a")
+        assert pool.submit("a", x[:, :16], 2) is True  # numbering goes on across reset
+        assert [q for q, _ in pool.results("a", with_seq=True)] == [5]
+        assert pool.evict("a") == []
+
+
+def test_bad_input_refused_state_untouched(pool):
+    if True:
+        pool.add("b")
+        pool.submit("b", torch.randn(1, 20), 0)
+        before = pool.info("b")
+        nan = torch.randn(1, 20)
+        nan[0, 3] = float("nan")
+        cases = [
+            (torch.randn(2, 20), StreamInputError, "shaped"),
+            (torch.randn(1, 20, dtype=torch.float64), StreamInputError, "dtype"),
+            (nan, StreamInputError, "NaN"),
+            ([0.0] * 20, StreamInputError, "torch.Tensor"),
+        ]
+        for chunk, exc, msg in cases:
+            with pytest.raises(exc, match=msg):
+                pool.submit("b", chunk, 1)
+            assert pool.info("b") == before
+        with pytest.raises(UnknownStreamError, match="add it first"):
+            pool.submit("nobody", torch.randn(1, 20), 0)
+        with pytest.raises(StreamInputError, match="seq must be a non-negative int"):
+            pool.submit("b", torch.randn(1, 20), 1.0)
+        with pytest.raises(StreamInputError, match="already in the pool"):
+            pool.add("b")
+        assert pool.info("b") == before
+        out = pool.submit_many([("b", torch.randn(1, 20), 1), ("b", torch.randn(2, 20), 2)], errors="return")
+        assert out[0] is True and isinstance(out[1], StreamInputError)  # items are independent
+        pool.evict("b")
+
+
+def emulate(stream, signals, cuts, ids, root) -> dict[str, list]:
+    """The cluster's computation in this process, never interrupted: one local Slot per hash slot, the
+    same chunks per round, stepped at the same points (so the same batch composition, bit for bit)."""
+    from thinkonce.cluster.slot import Slot
+
+    slots: dict[int, Slot] = {}
+    got: dict[str, list] = {sid: [] for sid in ids}
+    for sid in ids:
+        k = slot_of(sid, SLOTS)
+        if k not in slots:
+            slots[k] = Slot(stream, root / f"slot-{k}")
+        slots[k].add(sid)
+    for j in range(len(cuts[ids[0]])):
+        touched = set()
+        for i, sid in enumerate(ids):
+            k = slot_of(sid, SLOTS)
+            slots[k].submit(sid, signals[i, :, cuts[sid][j][0]:cuts[sid][j][1]], j)
+            touched.add(k)
+        for k in touched:
+            slots[k].process()
+        for sid in ids:
+            got[sid].extend(slots[slot_of(sid, SLOTS)].take(sid))
+    return got
+
+
+@pytest.mark.parametrize("how", ["ray_kill", "os_exit"])
+def test_shard_killed_mid_run_loses_and_duplicates_nothing(pool, local_stream, tmp_path, how):
+    """A shard dies during the run (after checkpoints, with a journal since the last one; the second case
+    kills the actor the first one restarted): Ray restarts it, it recovers, and every stream's outputs equal an uninterrupted run: bit for bit the
+    same computation in one process, and to float rounding one local StreamPool."""
+    rng = random.Random(7)
+    ids = [f"k-{how}-{i}" for i in range(8)]
+    n, pieces = 320, 12
+    x = torch.randn(len(ids), 1, n, generator=torch.Generator().manual_seed(3))
+    cuts = chunkings(rng, ids, n, pieces)
+    for sid in ids:
+        pool.add(sid)
+    victim = pool.shard_of(ids[0])
+    pids = []
+
+    def kill(j: int) -> None:
+        if j == (4 if how == "ray_kill" else 8):
+            pids.append({s["name"]: s for s in pool.stats()["per_shard"]}[victim]["pid"])
+            if how == "ray_kill":
+                pool.kill_shard(victim)
+            else:
+                pool.handles[victim].crash.remote()
+
+    got = drive(pool, x, cuts, ids, on_round=kill)
+    after = {s["name"]: s for s in pool.stats()["per_shard"]}[victim]
+    assert after["pid"] not in pids, "the shard was not restarted"
+    assert_same(got, emulate(local_stream, x, cuts, ids, tmp_path), exact=True)
+    assert_same(got, single_process(local_stream, x, cuts, ids), exact=False)
+    for i, sid in enumerate(ids):
+        assert_close(torch.cat([y for _, y in got[sid]]), local_stream.run(x[i : i + 1], chunk=H)[0])
+        pool.evict(sid)
+
+
+def test_add_shard_moves_streams_with_their_state(cluster, local_stream, tmp_path):
+    """A 1-shard cluster grows to 2 mid-run: the moved slots' streams continue from their state."""
+    rng = random.Random(11)
+    ids = [f"r{i}" for i in range(10)]
+    n, pieces = 240, 8
+    x = torch.randn(len(ids), 1, n, generator=torch.Generator().manual_seed(5))
+    cuts = chunkings(rng, ids, n, pieces)
+    pool = RayStreamPool(local_stream, shards=1, slots=16, checkpoint_dir=tmp_path, name="grow")
+    moved = {}
+    try:
+        for sid in ids:
+            pool.add(sid)
+        before = {sid: pool.shard_of(sid) for sid in ids}
+
+        def grow(j: int) -> None:
+            if j == 3:
+                moved.update(pool.add_shards(1))
+
+        got = drive(pool, x, cuts, ids, on_round=grow)
+        assert moved["moved_slots"], "a new shard must take some slots"
+        assert any(pool.shard_of(s) != before[s] for s in ids), "no stream moved: pick more streams"
+        assert_same(got, single_process(local_stream, x, cuts, ids), exact=False)
+        assert sorted(pool.ids()) == sorted(ids)
+    finally:
+        pool.shutdown()
