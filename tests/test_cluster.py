@@ -264,3 +264,95 @@ def test_add_shard_moves_streams_with_their_state(cluster, local_stream, tmp_pat
         assert sorted(pool.ids()) == sorted(ids)
     finally:
         pool.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+@pytest.fixture(scope="module")
+def http(pool):
+    pytest.importorskip("ray.serve", reason="the HTTP ingress needs ray[serve]")
+    requests = pytest.importorskip("requests")
+    import socket
+
+    from ray import serve
+
+    from thinkonce.cluster.http import serve_pool
+
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = serve_pool(pool, host="127.0.0.1", port=port, max_chunk_samples=4096)
+    yield url, requests.Session()
+    serve.shutdown()
+
+
+def post(http, sid, x, seq, **params):
+    url, s = http
+    body = x.numpy().astype(x.numpy().dtype.newbyteorder("<")).tobytes() if isinstance(x, torch.Tensor) else x
+    q = {"seq": seq, **params} if seq is not None else params
+    return s.post(f"{url}/streams/{sid}/chunks", params=q, data=body, timeout=30)
+
+
+def test_http_bad_inputs_get_4xx_and_change_nothing(pool, http):
+    url, s = http
+    assert s.put(f"{url}/streams/h-bad", timeout=30).status_code == 201
+    assert s.put(f"{url}/streams/h-bad", timeout=30).status_code == 409
+    r0 = post(http, "h-bad", torch.randn(1, 24), 0)
+    assert r0.status_code == 200 and r0.json()["applied"] is True, r0.text
+    before = pool.info("h-bad")
+    nan = torch.randn(1, 24)
+    nan[0, 5] = float("nan")
+    cases = [
+        (post(http, "h-bad", torch.randn(2, 24), 1, frame="2"), 422, "shaped"),
+        (post(http, "h-bad", torch.randn(1, 24, dtype=torch.float64), 1, dtype="float64"), 422, "dtype"),
+        (post(http, "h-bad", nan, 1), 422, "NaN"),
+        (post(http, "nobody", torch.randn(1, 24), 0), 404, "unknown stream"),
+        (post(http, "h-bad", torch.randn(1, 24), 3), 409, "resend from seq 1"),
+        (post(http, "h-bad", torch.randn(1, 4097), 1), 413, "limit"),
+        (post(http, "h-bad", torch.randn(1, 24), None), 400, "seq"),
+        (post(http, "h-bad", torch.randn(1, 24), "x"), 400, "seq"),
+        (post(http, "h-bad", b"\x00" * 7, 1), 400, "whole number of frames"),
+        (post(http, "h-bad", torch.randn(1, 24), 1, dtype="complex"), 400, "unknown dtype"),
+    ]
+    for r, status, reason in cases:
+        assert r.status_code == status, (r.status_code, r.text)
+        assert reason in r.json()["error"], r.json()
+        assert pool.info("h-bad") == before, f"a refused request ({status}) changed the stream"
+    assert s.get(f"{url}/streams/nobody/results", timeout=30).status_code == 404
+    assert s.get(f"{url}/streams/h-bad/results", params={"after": "z"}, timeout=30).status_code == 400
+
+
+def test_http_load_loopback_exactly_once(pool, http, local_stream):
+    """A bounded loopback load: 12 streams x 10 chunks from 4 client threads (each stream's chunks in
+    order, some sent twice as retries); every stream's outputs equal the offline stream, each once."""
+    import concurrent.futures as cf
+    import time
+
+    url, s = http
+    ids = [f"h-load-{i}" for i in range(12)]
+    n, pieces = 160, 10
+    x = torch.randn(len(ids), 1, n, generator=torch.Generator().manual_seed(9))
+    cuts = chunkings(random.Random(2), ids, n, pieces)
+    for sid in ids:
+        assert s.put(f"{url}/streams/{sid}", timeout=30).status_code == 201
+    deadline = time.monotonic() + 45
+
+    def send(i: int) -> list[int]:
+        sid, codes = ids[i], []
+        for j, (a, b) in enumerate(cuts[sid]):
+            for _ in range(2 if j % 3 == 0 else 1):  # every third chunk is retried
+                assert time.monotonic() < deadline, "load test over its time bound"
+                codes.append(post(http, sid, x[i, :, a:b], j).status_code)
+        return codes
+
+    with cf.ThreadPoolExecutor(4) as ex:
+        codes = [c for cs in ex.map(send, range(len(ids))) for c in cs]
+    assert codes == [200] * len(codes)
+    for i, sid in enumerate(ids):
+        got, last = [], -1
+        for _ in range(2):  # reading twice with the cursor returns nothing new
+            r = s.get(f"{url}/streams/{sid}/results", params={"after": last}, timeout=30).json()
+            got += [it for it in r["results"] if it["seq"] > last]
+            last = r["last"]
+        assert [it["seq"] for it in got] == list(range(pieces and len(got))) and len(got) == n // H
+        y = torch.cat([torch.tensor(it["data"]).reshape(it["shape"]) for it in got])
+        assert_close(y, local_stream.run(x[i : i + 1], chunk=H)[0])

@@ -300,6 +300,18 @@ class RayStreamPool:
                 out[sid] = ys if with_seq else [y for _, y in ys]
         return out
 
+    def results_after(self, stream_id: str, after: int) -> list[tuple[int, Tensor]]:
+        """``(quantum_index, y)`` outputs with index > ``after``, acknowledging those <= ``after``: a
+        consumer that keeps its own cursor (an HTTP client) gets exactly-once delivery."""
+        items = self._routed(stream_id, "results_one", after, False)
+        return [(int(q), torch.from_numpy(y.copy())) for q, y in items]
+
+    def take(self, stream_id: str) -> list[tuple[int, Tensor]]:
+        """Pop the stream's outputs as ``(quantum_index, y)`` (acknowledged as they are returned: a reply
+        lost in a crash is not served again)."""
+        items = self._routed(stream_id, "results_one", None, True)
+        return [(int(q), torch.from_numpy(y.copy())) for q, y in items]
+
     def evict(self, stream_id: str) -> list[Tensor]:
         """Remove a stream; returns its outputs not yet returned by :meth:`results`."""
         items = self._routed(stream_id, "evict")

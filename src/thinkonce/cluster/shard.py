@@ -141,6 +141,9 @@ class Shard:
             out.append(self._guard(one))
         return out
 
+    def results_one(self, k: int, sid: str, after: int | None, take: bool) -> tuple[Any, Any]:
+        return self.results_many([(k, sid, after, take)])[0]
+
     def evict(self, k: int, sid: str) -> tuple[Any, Any]:
         return self._guard(lambda: [(q, y.numpy()) for q, y in self._slot(k).evict(sid)])
 
