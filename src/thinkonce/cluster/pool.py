@@ -39,7 +39,7 @@ from ..stream import Stream
 from .errors import ClusterError, SlotMovedError, decode_error
 from .hashing import HashRing, slot_of
 from .ring_file import RING_FILE, read_ring, ring_of, write_ring
-from .shard import Shard
+from .shard import FACTORY_FILE, Shard
 
 __all__ = ["RayStreamPool"]
 
@@ -112,6 +112,15 @@ class RayStreamPool:
             raise ValueError(f"slots={slots!r} must be an int >= shards ({shards}): a slot is the smallest unit a shard owns")
         if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
             raise ValueError(f"checkpoint_every must be a positive int (chunks per shard) or None, got {checkpoint_every!r}")
+        try:
+            ray.cloudpickle.dumps(stream_factory)
+        except Exception as e:
+            if isinstance(stream_factory, Stream):
+                raise TypeError(
+                    f"this Stream cannot be pickled to the shards ({type(e).__name__}: {e}); pass a factory that "
+                    "builds it on each shard instead, e.g. functools.partial(thinkonce.stream, model, window=..., hop=...)"
+                ) from e
+            raise TypeError(f"stream_factory cannot be pickled to the shards ({type(e).__name__}: {e})") from e
         self.root = Path(tempfile.mkdtemp(prefix="thinkonce-cluster-") if checkpoint_dir is None else checkpoint_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         if (self.root / RING_FILE).exists():
@@ -119,7 +128,10 @@ class RayStreamPool:
                 f"{self.root} already holds a cluster ({RING_FILE}); attach to it with RayStreamPool.connect"
                 f"({str(self.root)!r}), or pass an empty checkpoint_dir"
             )
-        self._factory = stream_factory
+        # On disk, not in the actors' constructor arguments: Ray keeps large arguments in the object store,
+        # where they may be gone when it restarts an actor; the file lives as long as the cluster's state.
+        self._factory = str(self.root / FACTORY_FILE)
+        (self.root / FACTORY_FILE).write_bytes(ray.cloudpickle.dumps(stream_factory))
         self._shard_kw = dict(quantum=quantum, max_batch=max_batch, checkpoint_every=checkpoint_every,
                               threads=threads_per_shard, fsync=fsync)
         self._actor_options = dict(actor_options or {})
@@ -210,6 +222,29 @@ class RayStreamPool:
         if err is not None:
             raise decode_error(err)
         self._cursor[stream_id] = -1
+
+    def add_many(self, stream_ids: Iterable[str]) -> None:
+        """:meth:`add` for many streams, one call per shard. Idempotent: ids already in the cluster are left
+        as they are (so a call retried after a shard died is harmless)."""
+        ids = list(stream_ids)
+        for sid in ids:
+            if not isinstance(sid, str):
+                raise TypeError(f"stream ids are str, got {type(sid).__name__}")
+        by_shard: dict[str, list[str]] = {}
+        for sid in ids:
+            by_shard.setdefault(self.shard_of(sid), []).append(sid)
+        first: Exception | None = None
+        for sh, sids in by_shard.items():
+            got = self._call(sh, "add_many", [(slot_of(s, self.n_slots), s, True) for s in sids])
+            for sid, (_, err) in zip(sids, got):
+                if err is None:
+                    self._cursor.setdefault(sid, -1)
+                elif err[0] == "moved":
+                    self.add(sid)
+                elif first is None:
+                    first = decode_error(err)
+        if first is not None:
+            raise first
 
     def submit(self, stream_id: str, chunk: Tensor, seq: int) -> bool:
         """Apply chunk number ``seq`` of the stream (then step what is complete). True: applied; False:

@@ -8,7 +8,9 @@ are dropped by sequence number, retried result reads are idempotent.
 
 Methods return refused inputs as ``(kind, message)`` values instead of raising (see
 :func:`.errors.encode_error`), so one bad chunk in a batch does not hide what happened to the others.
-The class is plain Python; :class:`RayStreamPool` wraps it with ``ray.remote`` so that importing
+The stream factory is read from ``<checkpoint_dir>/stream_factory.pkl`` rather than passed as an argument:
+Ray keeps large constructor arguments in its object store, where they can be gone by the time it
+restarts the actor. The class is plain Python; :class:`RayStreamPool` wraps it with ``ray.remote`` so that importing
 :mod:`thinkonce.cluster` does not need Ray.
 """
 
@@ -28,7 +30,9 @@ from .errors import SlotMovedError, encode_error
 from .ring_file import read_ring, ring_of
 from .slot import Slot
 
-__all__ = ["Shard", "slot_dir"]
+__all__ = ["Shard", "slot_dir", "FACTORY_FILE"]
+
+FACTORY_FILE = "stream_factory.pkl"
 
 Status = Any  # True (applied) | False (retry of an applied chunk) | (kind, message)
 
@@ -50,7 +54,7 @@ class Shard:
         self,
         name: str,
         root: str,
-        stream_factory: Stream | Callable[[], Stream],
+        factory_path: str,
         *,
         quantum: int | None = None,
         max_batch: int = 1024,
@@ -61,7 +65,10 @@ class Shard:
         t0 = time.perf_counter()
         torch.set_num_threads(threads)
         self.name, self.root = name, Path(root)
-        self.stream = stream_factory if isinstance(stream_factory, Stream) else stream_factory()
+        import pickle
+
+        factory = pickle.loads(Path(factory_path).read_bytes())  # written by RayStreamPool (cloudpickle)
+        self.stream = factory if isinstance(factory, Stream) else factory()
         if not isinstance(self.stream, Stream):
             raise TypeError(f"stream_factory must return a thinkonce Stream, got {type(self.stream).__name__}")
         self.quantum, self.max_batch, self.fsync = quantum, max_batch, fsync
@@ -114,6 +121,9 @@ class Shard:
 
     def add(self, k: int, sid: str, exist_ok: bool) -> tuple[Any, Any]:
         return self._guard(lambda: self._slot(k).add(sid, exist_ok=exist_ok))
+
+    def add_many(self, items: list[tuple[int, str, bool]]) -> list[tuple[Any, Any]]:
+        return [self.add(k, sid, exist_ok) for k, sid, exist_ok in items]
 
     def submit_many(self, items: list[tuple[int, str, Any, Any]]) -> list[Status]:
         out: list[Status] = []
