@@ -128,6 +128,35 @@ def throughput(stream, factory, shards: int, args, signals: torch.Tensor, rng: n
     }, pool
 
 
+def local_baseline(stream, args, signals: torch.Tensor, rng: np.random.Generator) -> dict:
+    """The same arrivals through one StreamPool in this process (no Ray, no journal, no slots), timed in
+    the same run: the ratio to the cluster runs is the cluster layer's overhead under the same load."""
+    n = args.streams
+    pool = to.StreamPool(stream, max_batch=args.max_batch)
+    ids = [f"wrist-{i:05d}" for i in range(n)]
+    for sid in ids:
+        pool.add(sid)
+    phase_tick = rng.integers(0, args.ticks, size=n)
+    by_tick = [np.flatnonzero(phase_tick == t) for t in range(args.ticks)]
+    load_before = load()
+    period_s = []
+    for k in range(args.periods):
+        p0 = time.perf_counter()
+        for t in range(args.ticks):
+            for i in by_tick[t]:
+                pool.submit(ids[i], signals[i, :, k * HOP : (k + 1) * HOP])
+            pool.process()
+        for sid in ids:
+            pool.results(sid)
+        period_s.append(time.perf_counter() - p0)
+        print(f"  local period {k + 1}/{args.periods}: {period_s[-1]:.2f} s", flush=True)
+    steady = period_s[WINDOW // HOP :] or period_s
+    ratio = sum(steady) / (len(steady) * PERIOD_S)
+    return {"shards": 0, "streams": n, "steady_processing_s_per_signal_s": round(ratio, 4),
+            "streams_in_realtime": int(n / ratio), "realtime_sustained": ratio < 1.0,
+            "mean_batch": round(pool.stats()["mean_batch"], 1), "load_avg_before": load_before, "load_avg_after": load()}
+
+
 def recovery(pool, stream, signals: torch.Tensor, args) -> dict:
     """Checkpoint, one more period into the journal, kill the shard of wrist-00000, time until it answers."""
     import ray
@@ -212,6 +241,7 @@ def main() -> None:
     ap.add_argument("--http-clients", type=int, default=4)
     ap.add_argument("--http-timeout-s", type=float, default=120.0)
     ap.add_argument("--http-port", type=int, default=18080)
+    ap.add_argument("--baseline", type=int, default=1, help="1: also time one local StreamPool (no Ray) in this run")
     ap.add_argument("--quick", action="store_true", help="1,000 streams, 5 periods, 100 HTTP requests")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench_cluster.json")
@@ -229,6 +259,10 @@ def main() -> None:
     ray_init_s = time.perf_counter() - t0
     stream, factory, pretrained = build_stream(args.backend)
     signals = synthetic_ppg(args.streams, (args.periods + 1) * HOP, rng)
+    torch.set_num_threads(1)
+    print(f"{args.streams} streams through one local StreamPool (baseline)", flush=True)
+    local = local_baseline(stream, args, signals, np.random.default_rng(args.seed + 1)) if args.baseline else None
+    print(json.dumps(local), flush=True)
     runs, pool = [], None
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as d:
         for s in args.shards:
@@ -247,7 +281,7 @@ def main() -> None:
         "streams": args.streams, "fs_hz": FS, "hop": HOP, "window": WINDOW, "ticks_per_period": args.ticks,
         "backend": args.backend, "threads_per_shard": args.threads_per_shard, "slots": args.slots,
         "pretrained_weights": pretrained, "quick": args.quick, "ray_init_s": round(ray_init_s, 1),
-        "runs": runs, "recovery": rec, "http": http,
+        "runs": runs, "local_baseline": local, "recovery": rec, "http": http,
         "load_avg_start": load0, "load_avg_end": load(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__,
         "python": platform.python_version(),

@@ -140,6 +140,28 @@ class Shard:
         self._after_writes(touched)
         return out
 
+    def submit_packed(self, meta: list[tuple[int, str, Any, int]], data: np.ndarray) -> list[Status]:
+        """:meth:`submit_many` with the chunks concatenated along time in one array (``meta`` gives each
+        item's sample count): one buffer to serialise instead of one per chunk."""
+        x = _as_tensor(data)
+        items, off = [], 0
+        for k, sid, seq, n in meta:
+            items.append((k, sid, seq, x[..., off : off + n]))
+            off += n
+        return self.submit_many(items)
+
+    def results_packed(self, reqs: list[tuple[int, str, int | None, bool]]) -> tuple[list, np.ndarray | None]:
+        """:meth:`results_many` with every output flattened into one array: per request
+        ``([(q, shape), ...], None)`` or ``(None, error)``, and the concatenated values."""
+        out, flat = [], []
+        for (items, err) in self.results_many(reqs):
+            if err is not None:
+                out.append((None, err))
+                continue
+            out.append(([(q, y.shape) for q, y in items], None))
+            flat.extend(y.reshape(-1) for _, y in items)
+        return out, (np.concatenate(flat) if flat else None)
+
     def results_many(self, reqs: list[tuple[int, str, int | None, bool]]) -> list[tuple[Any, Any]]:
         """``(slot, id, after, take)`` each: ``([(q, y as ndarray), ...], None)`` or ``(None, error)``."""
         out = []
