@@ -313,6 +313,11 @@ def cluster_section(c: dict) -> list[str]:
             streams = n * cores * per
             reps = "-" if not rps else f"{math.ceil(streams / (c['hop'] / c['fs_hz']) / rps):,}"
             L.append(f"| {n} x {cores} | {n * cores} | {streams:,} | {reps} |")
+        two = [r for r in c["runs"] if r["shards"] == 2]
+        if two:
+            L += ["", f"On this machine 2 shards served {two[0]['streams_in_realtime'] / per:.2f}x the streams of 1 (not 2x): "
+                  "the driver and both shards share the same 2 cores, with other jobs; the projection counts one shard "
+                  "per core that the shard has to itself."]
         L += ["", "Assumptions: the per-shard figure holds on an unloaded core (it was measured on a shared, loaded "
               "one, so it is conservative); the ring file and slot directories sit on storage every machine reaches; "
               "gateways batch chunks (`submit_many`) as the driver does here, since one HTTP request per chunk costs "

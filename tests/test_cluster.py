@@ -132,53 +132,51 @@ def test_order_and_offline_equality(pool, local_stream, seed, pieces):
 
 
 def test_retry_applied_once_and_gap_refused(pool):
-    if True:
-        pool.add("a")
-        x = torch.randn(1, 80)
-        assert pool.submit("a", x[:, :40], 0) is True
-        assert pool.submit("a", x[:, :40], 0) is False  # a retry: not applied again
-        before = pool.info("a")
-        with pytest.raises(SequenceGapError, match="resend from seq 1"):
-            pool.submit("a", x[:, 40:], 2)
-        assert pool.info("a") == before
-        assert pool.submit("a", x[:, 40:], 1) is True
-        assert pool.info("a")["position"] == 80
-        first = pool.results("a", with_seq=True)
-        assert [q for q, _ in first] == [0, 1, 2, 3, 4]  # 80 samples = 5 hops (windows from the 4th)
-        assert pool.results("a") == []  # each output once
-        pool.reset("a")
-        assert pool.submit("a", x[:, :16], 2) is True  # numbering goes on across reset
-        assert [q for q, _ in pool.results("a", with_seq=True)] == [5]
-        assert pool.evict("a") == []
+    pool.add("a")
+    x = torch.randn(1, 80)
+    assert pool.submit("a", x[:, :40], 0) is True
+    assert pool.submit("a", x[:, :40], 0) is False  # a retry: not applied again
+    before = pool.info("a")
+    with pytest.raises(SequenceGapError, match="resend from seq 1"):
+        pool.submit("a", x[:, 40:], 2)
+    assert pool.info("a") == before
+    assert pool.submit("a", x[:, 40:], 1) is True
+    assert pool.info("a")["position"] == 80
+    first = pool.results("a", with_seq=True)
+    assert [q for q, _ in first] == [0, 1, 2, 3, 4]  # 80 samples = 5 hops (windows from the 4th)
+    assert pool.results("a") == []  # each output once
+    pool.reset("a")
+    assert pool.submit("a", x[:, :16], 2) is True  # numbering goes on across reset
+    assert [q for q, _ in pool.results("a", with_seq=True)] == [5]
+    assert pool.evict("a") == []
 
 
 def test_bad_input_refused_state_untouched(pool):
-    if True:
-        pool.add("b")
-        pool.submit("b", torch.randn(1, 20), 0)
-        before = pool.info("b")
-        nan = torch.randn(1, 20)
-        nan[0, 3] = float("nan")
-        cases = [
-            (torch.randn(2, 20), StreamInputError, "shaped"),
-            (torch.randn(1, 20, dtype=torch.float64), StreamInputError, "dtype"),
-            (nan, StreamInputError, "NaN"),
-            ([0.0] * 20, StreamInputError, "torch.Tensor"),
-        ]
-        for chunk, exc, msg in cases:
-            with pytest.raises(exc, match=msg):
-                pool.submit("b", chunk, 1)
-            assert pool.info("b") == before
-        with pytest.raises(UnknownStreamError, match="add it first"):
-            pool.submit("nobody", torch.randn(1, 20), 0)
-        with pytest.raises(StreamInputError, match="seq must be a non-negative int"):
-            pool.submit("b", torch.randn(1, 20), 1.0)
-        with pytest.raises(StreamInputError, match="already in the pool"):
-            pool.add("b")
+    pool.add("b")
+    pool.submit("b", torch.randn(1, 20), 0)
+    before = pool.info("b")
+    nan = torch.randn(1, 20)
+    nan[0, 3] = float("nan")
+    cases = [
+        (torch.randn(2, 20), StreamInputError, "shaped"),
+        (torch.randn(1, 20, dtype=torch.float64), StreamInputError, "dtype"),
+        (nan, StreamInputError, "NaN"),
+        ([0.0] * 20, StreamInputError, "torch.Tensor"),
+    ]
+    for chunk, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            pool.submit("b", chunk, 1)
         assert pool.info("b") == before
-        out = pool.submit_many([("b", torch.randn(1, 20), 1), ("b", torch.randn(2, 20), 2)], errors="return")
-        assert out[0] is True and isinstance(out[1], StreamInputError)  # items are independent
-        pool.evict("b")
+    with pytest.raises(UnknownStreamError, match="add it first"):
+        pool.submit("nobody", torch.randn(1, 20), 0)
+    with pytest.raises(StreamInputError, match="seq must be a non-negative int"):
+        pool.submit("b", torch.randn(1, 20), 1.0)
+    with pytest.raises(StreamInputError, match="already in the pool"):
+        pool.add("b")
+    assert pool.info("b") == before
+    out = pool.submit_many([("b", torch.randn(1, 20), 1), ("b", torch.randn(2, 20), 2)], errors="return")
+    assert out[0] is True and isinstance(out[1], StreamInputError)  # items are independent
+    pool.evict("b")
 
 
 def emulate(stream, signals, cuts, ids, root) -> dict[str, list]:
@@ -237,33 +235,6 @@ def test_shard_killed_mid_run_loses_and_duplicates_nothing(pool, local_stream, t
     for i, sid in enumerate(ids):
         assert_close(torch.cat([y for _, y in got[sid]]), local_stream.run(x[i : i + 1], chunk=H)[0])
         pool.evict(sid)
-
-
-def test_add_shard_moves_streams_with_their_state(cluster, local_stream, tmp_path):
-    """A 1-shard cluster grows to 2 mid-run: the moved slots' streams continue from their state."""
-    rng = random.Random(11)
-    ids = [f"r{i}" for i in range(10)]
-    n, pieces = 240, 8
-    x = torch.randn(len(ids), 1, n, generator=torch.Generator().manual_seed(5))
-    cuts = chunkings(rng, ids, n, pieces)
-    pool = RayStreamPool(local_stream, shards=1, slots=16, checkpoint_dir=tmp_path, name="grow")
-    moved = {}
-    try:
-        for sid in ids:
-            pool.add(sid)
-        before = {sid: pool.shard_of(sid) for sid in ids}
-
-        def grow(j: int) -> None:
-            if j == 3:
-                moved.update(pool.add_shards(1))
-
-        got = drive(pool, x, cuts, ids, on_round=grow)
-        assert moved["moved_slots"], "a new shard must take some slots"
-        assert any(pool.shard_of(s) != before[s] for s in ids), "no stream moved: pick more streams"
-        assert_same(got, single_process(local_stream, x, cuts, ids), exact=False)
-        assert sorted(pool.ids()) == sorted(ids)
-    finally:
-        pool.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
@@ -356,3 +327,32 @@ def test_http_load_loopback_exactly_once(pool, http, local_stream):
         assert [it["seq"] for it in got] == list(range(pieces and len(got))) and len(got) == n // H
         y = torch.cat([torch.tensor(it["data"]).reshape(it["shape"]) for it in got])
         assert_close(y, local_stream.run(x[i : i + 1], chunk=H)[0])
+
+
+def test_add_shard_moves_streams_with_their_state(pool, http, local_stream):
+    """The cluster grows from 2 shards to 3 mid-run (last test of the module: it changes the shared
+    cluster): the moved slots' streams continue from their state, through the HTTP ingress too."""
+    rng = random.Random(11)
+    ids = [f"r{i}" for i in range(10)]
+    n, pieces = 240, 8
+    x = torch.randn(len(ids), 1, n, generator=torch.Generator().manual_seed(5))
+    cuts = chunkings(rng, ids, n, pieces)
+    moved = {}
+    for sid in ids:
+        pool.add(sid)
+    before = {sid: pool.shard_of(sid) for sid in ids}
+
+    def grow(j: int) -> None:
+        if j == 3:
+            moved.update(pool.add_shards(1))
+
+    got = drive(pool, x, cuts, ids, on_round=grow)
+    assert moved["moved_slots"], "a new shard must take some slots"
+    assert any(pool.shard_of(s) != before[s] for s in ids), "no stream moved: pick more streams"
+    assert_same(got, single_process(local_stream, x, cuts, ids), exact=False)
+    assert set(ids) <= set(pool.ids())
+    assert len(pool.shard_names) == 3
+    url, s = http  # the ingress still routes by the old ring: the old owner says "moved", it re-reads it
+    sid = next(s_ for s_ in ids if pool.shard_of(s_) != before[s_])
+    r = s.get(f"{url}/streams/{sid}/results", params={"after": got[sid][-1][0]}, timeout=30)
+    assert r.status_code == 200 and r.json()["results"] == [], r.text
