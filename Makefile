@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/thinkonce demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -20,6 +20,8 @@ from thinkonce.errors import StreamInputError  # noqa: E402
 from nets import assert_close  # noqa: E402
 
 W, H = 64, 16
+# one Ray cluster for the whole module, also under `pytest -n 2 --dist loadgroup` (the Makefile's form)
+pytestmark = pytest.mark.xdist_group("ray_cluster")
 
 
 def model() -> nn.Module:

@@ -155,7 +155,6 @@ class RayStreamPool:
         write_ring(self.root, spec)  # before the actors start: they read it
         self._load_ring(spec, create=True)
         self._describe = self._call(names[0], "describe")
-        del ray
 
     @classmethod
     def connect(cls, checkpoint_dir: str | Path, *, retry_s: float = 60.0) -> "RayStreamPool":
