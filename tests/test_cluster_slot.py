@@ -121,3 +121,25 @@ def test_slot_recovers_from_each_crash_point(stream, tmp_path, point):
         a, b = torch.cat([y for _, y in got[sid]]), torch.cat([y for _, y in ref[sid]])
         assert torch.equal(a, b)
         assert_close(a, stream.run(x[i : i + 1], chunk=H)[0])
+
+
+def test_cluster_benchmark_section_comes_from_the_json():
+    """BENCHMARKS.md's cluster section and target are rendered from results/bench_cluster.json."""
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "results" / "bench_cluster.json"
+    if not path.exists():
+        pytest.skip("no results/bench_cluster.json (python bench/cluster.py writes it)")
+    sys.path.insert(0, str(root / "bench"))
+    from make_benchmarks_md import cluster_section, cluster_target
+
+    c = json.loads(path.read_text())
+    text = "\n".join(cluster_section(c))
+    for r in c["runs"]:
+        assert f"| {r['shards']} | {r['steady_processing_s_per_signal_s']:.3f} | {r['streams_in_realtime']:,} |" in text
+    t = cluster_target(c)
+    assert t["met"] == any(r["realtime_sustained"] and r["streams"] >= 10_000 for r in c["runs"])
+    assert f"{c['recovery']['kill_to_answer_s']:.1f} s" in text
