@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,onnx]'
+	$(BIN)/python -m pip install -q -e '.[dev,onnx,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/thinkonce demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
