@@ -1,7 +1,9 @@
 """Train the PPG heart-rate network on real wrist PPG (TROIKA train/) plus simulation, and ship it.
 
-    python experiments/train_ppg_hr_real.py --padding signal   # the shipped trained_on="real" weights
-    python experiments/train_ppg_hr_real.py --padding zero     # its zero-padding twin (for hr_ppg --data real)
+    python experiments/train_ppg_hr_real.py --padding zero --epochs 16     # zero-padding model (shipped)
+    python experiments/train_ppg_hr_real.py --padding signal --epochs 5 --lr 1e-3 \
+        --init src/thinkonce/weights/ppg_hr_real.safetensors --sim-recordings 8 --real-repeats 1
+                                                 # the shipped signal-padding model, fine-tuned from it
     python experiments/train_ppg_hr_real.py --quick --out /tmp/x.safetensors   # smoke test (seconds)
 
 Data: the 12 TROIKA training recordings resampled to 32 Hz (``thinkonce.data.load_troika``), 4 input
@@ -65,6 +67,7 @@ class Config:
     huber_beta: float = 0.1
     padding: str = "signal"
     train_ids: tuple[str, ...] | None = None  # None: every training recording not in VAL_IDS
+    init: str | None = None  # start from these weights (e.g. the zero-padding model) instead of random
 
 
 @dataclass
@@ -143,6 +146,7 @@ def run(cfg: Config, out: Path) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
     real, val = real_series(cfg.train_ids)
     sim = sim_series(cfg.sim_recordings, cfg.sim_s, cfg.seed)
     print(f"train: {len(real)} TROIKA recordings ({', '.join(s.name for s in real)}) + {len(sim)} simulated; "
@@ -150,6 +154,10 @@ def run(cfg: Config, out: Path) -> dict:
     model = PPGHeartRateRealNet(in_channels=4)
     all_bpm = np.concatenate([s.bpm for s in real + sim])
     model.set_normalisation(0.0, 1.0, float(all_bpm.mean()), float(all_bpm.std()))
+    if cfg.init is not None:  # fine-tune: same data, same validation recordings, only the start differs
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(cfg.init))
     extension = 0
     net: torch.nn.Module = model
     if cfg.padding == "signal":
@@ -191,6 +199,7 @@ def run(cfg: Config, out: Path) -> dict:
                             "elapsed_s": round(time.perf_counter() - t0, 1)})
             if m[key] < best:
                 best, best_state = m[key], {k: v.detach().clone() for k, v in model.state_dict().items()}
+                save_file({k: v.contiguous() for k, v in best_state.items()}, str(out.with_suffix(".partial")))
             progress.console.print(f"epoch {epoch + 1:2d} loss {total / len(y):.4f} val MAE normal "
                                    f"{m['mae_normal_bpm']:.2f}" + (f" stream {m['mae_stream_bpm']:.2f}" if extension else "")
                                    + f" bpm  {time.perf_counter() - t0:.0f}s")
@@ -227,6 +236,7 @@ def run(cfg: Config, out: Path) -> dict:
         "notes": "train_time_s measured with 1 torch thread under load (2 cores shared with other jobs)",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".partial").unlink(missing_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out), metadata={"format": "pt", "model": "PPGHeartRateRealNet", "padding": cfg.padding,
                                          "in_channels": "4"})
@@ -244,13 +254,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 recordings, 2 simulated, 1 epoch")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (the shipped signal model starts from the zero-padding one)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
+    p.add_argument("--sim-recordings", type=int, default=None, help="simulated recordings (default 14)")
+    p.add_argument("--real-repeats", type=int, default=None, help="start offsets per real recording and epoch (2)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.quick:
         cfg = Config(epochs=args.epochs or 1, seed=args.seed, sim_recordings=1, sim_s=60.0, real_repeats=1,
                      padding=args.padding, train_ids=("DATA_01_TYPE01",))
     else:
-        cfg = Config(epochs=args.epochs or 20, seed=args.seed, padding=args.padding)
+        opt = {k: v for k, v in (("lr", args.lr), ("sim_recordings", args.sim_recordings),
+                                 ("real_repeats", args.real_repeats)) if v is not None}
+        cfg = Config(epochs=args.epochs or 20, seed=args.seed, padding=args.padding,
+                     init=None if args.init is None else str(args.init), **opt)
     name = "ppg_hr_real_signal.safetensors" if args.padding == "signal" else "ppg_hr_real.safetensors"
     return run(cfg, args.out or WEIGHTS / name)
 
