@@ -78,8 +78,8 @@ def run(args, argv: list[str]) -> dict:
     for padding in ("zero", "signal"):
         model = ppg_hr(pretrained=True, padding=padding, trained_on="real").eval()
         res = common.compare_schemes_ragged(model, WINDOW, HOP, signals, hr_metric(recs),
-                                            n_timing_hops=10 if args.quick else 200,
-                                            batched=(8, 2) if args.quick else (32, 60))
+                                            n_timing_hops=5 if args.quick else 100,
+                                            batched=None if args.quick else (32, 30))
         outputs[padding] = res.pop("outputs")
         models[padding] = res
         ex, no = res["schemes"]["exact"], res["schemes"]["normal"]

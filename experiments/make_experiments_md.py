@@ -264,6 +264,10 @@ def render(results: Path, repo: Path = REPO) -> str:
 def _section(name: str, data: dict[str, Any], summary: list[str]) -> list[str]:
     """One real-data table and its target count (appended to ``summary``)."""
     lines, targets, strict = table(name, data)
+    load = (data.get("environment") or {}).get("load_avg_at_end")
+    if load:
+        lines = [f"Times measured under load (load average {load[0]:.1f} on {data['environment']['cpu_count']} cores at "
+                 "the end of the run): only the MAC cuts are reliable cost figures here.", "", *lines]
     n_ok = sum(1 for _, ok in targets if ok)
     n_def = sum(1 for _, ok in targets if ok is not None)
     summary.append(f"- {TITLES[name]}: {n_ok}/{n_def} stream targets met" + (
@@ -328,8 +332,8 @@ def render_real(results: Path, repo: Path) -> tuple[list[str], list[str]]:
         dd = d["data"]
         body += [f"Reproduce: `{d['command']}` ({d['runtime_s']:.0f} s). Train: {dd['train']}; test: {dd['test']}; "
                  f"{dd['scale']}. Malow: {dd['malow']}.", ""]
-        body += _section("seizure_eeg_bonn", {"models": {k: v["bonn_test"] for k, v in d["models"].items()}}, summary)
-        body += _section("seizure_eeg_malow", {"models": {k: v["malow"] for k, v in d["models"].items()}}, summary)
+        body += _section("seizure_eeg_bonn", {"models": {k: v["bonn_test"] for k, v in d["models"].items()}, "environment": d["environment"]}, summary)
+        body += _section("seizure_eeg_malow", {"models": {k: v["malow"] for k, v in d["models"].items()}, "environment": d["environment"]}, summary)
         for padding, res in d["models"].items():
             for scheme in ("normal", "exact"):
                 m = res["malow"]["schemes"][scheme]["metric"]
