@@ -342,6 +342,11 @@ def render_real(results: Path, repo: Path) -> tuple[list[str], list[str]]:
                             f">= 0.5: {m['share_above_half_pre']:.2f} / {m['share_above_half_post']:.2f}); first alarm "
                             f"(3 windows >= 0.5) at {fmt(m['first_alarm_s'], '.0f')} s, first after the onset at "
                             f"{fmt(m['first_alarm_after_onset_s'], '.0f')} s.")
+        pre = [res["malow"]["schemes"]["normal"]["metric"]["share_above_half_pre"] for res in d["models"].values()]
+        if max(pre) > 0.5:
+            body.append("- The Bonn-trained network does not transfer calibrated to Malow's scalp EEG: most windows before "
+                        "the onset are already above 0.5, so the 0.5 alarm and its 'first alarm after onset' mean nothing "
+                        "here; read the rise of the probability relative to its pre-onset level in the plot.")
         body += ["", "![seizure_eeg_real](results/seizure_eeg_real.png)", ""]
     else:
         body += ["`seizure_eeg_real.json` is missing: run `python experiments/seizure_eeg.py --data real`.", ""]
