@@ -294,6 +294,60 @@ def compare_schemes(
     return result
 
 
+RaggedMetric = Callable[[list[Tensor], int], dict[str, float]]  # per-recording outputs (n_w_r, k'), hop
+
+
+def compare_schemes_ragged(
+    model: nn.Module,
+    window: int,
+    hop: int,
+    signals: Sequence[np.ndarray | Tensor],
+    metric: RaggedMetric,
+    transform: Transform = identity,
+    misaligned_hop: int | None | str = "auto",
+    n_timing_hops: int = 200,
+    batched: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """:func:`compare_schemes` on recordings of different lengths (real data): list of (C, n_r).
+
+    The recordings are right-padded with zeros to the longest and run together; then every figure is
+    recomputed over each recording's own windows only (``n_windows(n_r, window, hop)`` at each scheme's
+    hop), so the padding never enters an NRMSE or a metric. Padding on the right cannot change a
+    window that ends before it (neither normal inference nor a stream looks ahead of the window end).
+    ``metric(outputs, hop)`` gets one (n_w_r, k') tensor per recording. Costs are timed on the longest
+    recording. Outputs are kept (per recording lists) under ``"outputs"``.
+    """
+    sig = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in signals]
+    order = sorted(range(len(sig)), key=lambda i: -sig[i].shape[-1])
+    n_max = sig[order[0]].shape[-1]
+    stacked = torch.stack([F.pad(sig[i], (0, n_max - sig[i].shape[-1])) for i in order])
+
+    def no_metric(y: Tensor, h: int) -> dict[str, float]:
+        return {}
+
+    res = compare_schemes(model, window, hop, stacked, no_metric, transform, misaligned_hop, n_timing_hops,
+                          keep_outputs=True, batched=batched)
+    back = {j: i for i, j in enumerate(order)}  # original index -> row
+    outputs: dict[str, dict[str, Any]] = {}
+    for name, o in res["outputs"].items():
+        h = o["hop"]
+        counts = [(sig[i].shape[-1] - window) // h + 1 for i in range(len(sig))]
+        ys = [o["y"][back[i], : counts[i]] for i in range(len(sig))]
+        refs = [o["normal"][back[i], : counts[i]] for i in range(len(sig))]
+        rep = deviation(torch.cat(ys), torch.cat(refs), "window", "normal windowed inference")
+        sch = res["schemes"][name]
+        sch.update({"n_windows": int(sum(counts)), "nrmse_vs_normal": rep.nrmse, "rmse_vs_normal": rep.rmse,
+                    "max_abs_vs_normal": rep.max_abs_error, "metric": metric(ys, h),
+                    "nrmse_vs_normal_per_recording": [
+                        deviation(y, r, "window", "normal").nrmse for y, r in zip(ys, refs, strict=True)]})
+        if name == "misaligned":
+            sch["normal_metric_same_hop"] = metric(refs, h)
+        outputs[name] = {"hop": h, "y": ys, "normal": refs}
+    res["outputs"] = outputs
+    res["ragged"] = "recordings of different lengths, right-padded for the run; figures over own windows only"
+    return res
+
+
 def without_outputs(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "outputs"}
 
@@ -527,7 +581,12 @@ def seizure_arg_parser(setup: SeizureSetup, doc: str):
 
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: a smoke test")
-    p.add_argument("--out", type=Path, default=RESULTS / f"{setup.name}.json", help="JSON path (.png beside it)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"JSON path (.png beside it); default results/{setup.name}[_real].json")
+    p.add_argument("--data", choices=("sim", "real"), default="sim",
+                   help="sim: simulated recordings; real: recorded data sets (experiments/seizure_real.py)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="real-data folder (default: THINKONCE_DATA, else ../shared/data)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
     return p
 
@@ -538,6 +597,7 @@ def run_seizure_experiment(setup: SeizureSetup, args: Any, argv: Sequence[str]) 
 
     setup_threads(1)
     t_start = time.perf_counter()
+    args.out = args.out or RESULTS / f"{setup.name}.json"
     plan = setup.quick if args.quick else setup.full
     tr_seeds = range(setup.train_seed_base, setup.train_seed_base + plan["train_recordings"])
     ev_seeds = range(setup.eval_seed_base, setup.eval_seed_base + plan["eval_recordings"])

@@ -2,6 +2,7 @@
 
     python experiments/hr_ppg.py            # full: 12 fresh 10-minute recordings (~2-4 min)
     python experiments/hr_ppg.py --quick    # 2 recordings of 2 minutes (seconds)
+    python experiments/hr_ppg.py --data real [--quick]   # TROIKA test/ (experiments/hr_ppg_real.py)
 
 The two shipped models share one architecture: ``ppg_hr(pretrained=True)`` was trained with zero
 padding (plain windows), ``ppg_hr(pretrained=True, padding="signal")`` with StreamiNNC signal padding.
@@ -40,7 +41,10 @@ PAPER = {"nrmse_zero_pct": 5.83, "nrmse_signal_pct": 2.03, "mac_cut": 3.5}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2 short recordings: a smoke test")
-    p.add_argument("--out", type=Path, default=common.RESULTS / "hr_ppg.json", help="JSON path (.png beside it)")
+    p.add_argument("--data", choices=("sim", "real"), default="sim",
+                   help="sim: fresh simulated recordings; real: TROIKA test/ (see experiments/hr_ppg_real.py)")
+    p.add_argument("--root", type=Path, default=None, help="real-data folder (default: THINKONCE_DATA or ../shared/data)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (.png beside it); default results/hr_ppg[_real].json")
     p.add_argument("--recordings", type=int, default=None)
     p.add_argument("--duration", type=float, default=None, help="seconds per recording")
     return p.parse_args(argv)
@@ -154,7 +158,14 @@ def plot(models: dict, recs, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run(parse_args(argv), argv)
+    args = parse_args(argv)
+    if args.data == "real":
+        import hr_ppg_real
+
+        args.out = args.out or common.RESULTS / "hr_ppg_real.json"
+        return hr_ppg_real.run(args, argv)
+    args.out = args.out or common.RESULTS / "hr_ppg.json"
+    return run(args, argv)
 
 
 if __name__ == "__main__":

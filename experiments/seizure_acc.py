@@ -2,6 +2,7 @@
 
     python experiments/seizure_acc.py            # full (~10 min on 2 shared cores)
     python experiments/seizure_acc.py --quick    # tiny data, 1 epoch (seconds)
+    python experiments/seizure_acc.py --data real [--quick]   # real recordings (experiments/seizure_real.py)
 
 Data: simulated wrist accelerometer (x, y, z, magnitude in g) at 32 Hz with tonic-clonic seizures
 (``thinkonce.data.simulate_acc``, forced seizure counts). The paper's network
@@ -57,6 +58,11 @@ SETUP = common.SeizureSetup(
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = common.seizure_arg_parser(SETUP, __doc__).parse_args(argv)
+    if args.data == "real":
+        import seizure_real
+
+        args.out = args.out or common.RESULTS / "seizure_acc_real.json"
+        return seizure_real.run_acc(args, argv)
     return common.run_seizure_experiment(SETUP, args, argv)
 
 

@@ -2,6 +2,7 @@
 
     python experiments/seizure_eeg.py            # full (~10 min on 2 shared cores)
     python experiments/seizure_eeg.py --quick    # tiny data, 1 epoch (seconds)
+    python experiments/seizure_eeg.py --data real [--quick]   # real recordings (experiments/seizure_real.py)
 
 Data: simulated 18-channel bipolar scalp EEG at 256 Hz (``thinkonce.data.simulate_eeg``) with forced
 seizure counts, scaled by 1/50 uV. The paper's network (``thinkonce.models.eeg_seizure``: 3 x [Conv1d k3
@@ -57,6 +58,11 @@ SETUP = common.SeizureSetup(
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = common.seizure_arg_parser(SETUP, __doc__).parse_args(argv)
+    if args.data == "real":
+        import seizure_real
+
+        args.out = args.out or common.RESULTS / "seizure_eeg_real.json"
+        return seizure_real.run_eeg(args, argv)
     return common.run_seizure_experiment(SETUP, args, argv)
 
 

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -133,22 +134,33 @@ def demo(
     rows: int = typer.Option(12, help="windows shown in the table"),
     padding: str = typer.Option("signal", help="shipped model trained with 'signal' (StreamiNNC) or 'zero' padding"),
     backend: str = typer.Option("compiled", help="the stream's step backend: eager | compiled | onnx"),
+    data: str = typer.Option("sim", help="'sim': simulated PPG; 'troika': a real TROIKA test recording "
+                                         "(PPG + ACC through the real-data model), when the data are present"),
+    recording: Optional[str] = typer.Option(None, help="with --data troika: the test recording, e.g. TEST_S04_T02"),
+    root: Optional[Path] = typer.Option(None, help="with --data troika: the real-data folder "
+                                                   "(default THINKONCE_DATA, else ../shared/data)"),
 ) -> None:
-    """Stream the shipped PPG heart-rate network over a simulated recording, next to normal inference."""
+    """Stream the shipped PPG heart-rate network over a simulated (or real) recording, next to normal inference."""
+    from .data import DataNotFoundError
     from .demo import FS, HOP, WINDOW, plot_demo, run_demo
 
+    what = f"{seconds:.0f} s simulated recording (seed {seed})" if data == "sim" else \
+        f"up to {seconds:.0f} s of a real TROIKA test recording"
     console.print(
-        f"[bold]thinkonce demo[/]: PPG heart-rate network (DESIGN.md), window {WINDOW} / hop {HOP} at {FS:.0f} Hz, "
-        f"{seconds:.0f} s simulated recording (seed {seed})"
+        f"[bold]thinkonce demo[/]: PPG heart-rate network (DESIGN.md), window {WINDOW} / hop {HOP} at {FS:.0f} Hz, {what}"
     )
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:
         task = bar.add_task("streaming hops", total=None)
         try:
             res = run_demo(seconds, seed, progress=lambda i, n: bar.update(task, completed=i, total=n),
-                           padding=padding, backend=backend)
+                           padding=padding, backend=backend, data=data, recording=recording, root=root)
         except ValueError as e:
             raise typer.BadParameter(str(e)) from e
+        except DataNotFoundError as e:
+            raise typer.BadParameter(f"--data troika needs the TROIKA recordings: {e}") from e
+    if res.source:
+        console.print(f"streamed: {res.source}")
 
     table = Table(title="Per-window heart rate (bpm)")
     for col in ("window end (s)", "ground truth", "normal windowed", "stream", "stream - normal"):

@@ -1,4 +1,4 @@
-"""The main job: stream the shipped PPG heart-rate network over a simulated recording.
+"""The main job: stream the shipped PPG heart-rate network over a simulated (or a real TROIKA) recording.
 
 Normal windowed inference recomputes every 8 s window (256 samples at 32 Hz) every 2 s (64 samples);
 the stream computes only what each hop adds. The demo measures both side by side on the same
@@ -39,6 +39,7 @@ class DemoResult:
     padding: str  # how the shipped model was trained: "signal" (StreamiNNC's remedy) or "zero"
     backend: str  # the stream's step backend
     nrmse_zero_padded_model: float | None = None  # the same comparison for the zero-padding-trained model
+    source: str = ""  # what was streamed (simulated seed, or the real recording)
 
 
 def stream_vs_normal_nrmse(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -49,17 +50,24 @@ def stream_vs_normal_nrmse(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: str = "signal",
-             backend: str = "compiled") -> DemoResult:
-    """Stream the pretrained PPG network over ``duration_s`` of simulated PPG; ``progress(i, n)`` ticks.
+             backend: str = "compiled", data: str = "sim", recording: str | None = None,
+             root: str | Path | None = None) -> DemoResult:
+    """Stream the pretrained PPG network over ``duration_s`` of PPG; ``progress(i, n)`` ticks.
+
+    ``data="sim"`` (default): simulated PPG (``seed``) through ``ppg_hr(pretrained=True, padding=...)``.
+    ``data="troika"``: a real recording of the TROIKA test set (``recording``, e.g. ``"TEST_S04_T02"``;
+    default the first) read by :func:`thinkonce.data.load_troika` from ``root`` (default
+    ``THINKONCE_DATA`` or ``../shared/data``), PPG + ACC through the real-data model
+    ``ppg_hr(..., trained_on="real")``, scored against the organisers' ECG-derived reference; the
+    recording is cut to ``duration_s`` when longer.
 
     ``padding="signal"`` uses the model trained with signal padding (its stream equals its training-time
     inference); the zero-padding-trained model is also compared, for contrast. ``backend`` runs the
     stream's step (see :func:`thinkonce.stream`); normal inference is always the eager model, as a user
     runs it.
     """
-    from .data import simulate_ppg, window_hr
+    from .data import load_troika, simulate_ppg, window_hr
     from .models import ppg_hr
-    from .stream.state import state_nbytes
 
     min_s = (WINDOW + 2 * HOP) / FS
     if not duration_s >= min_s:
@@ -67,10 +75,39 @@ def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: s
             f"the recording must last at least {min_s:.0f} s (three windows of {WINDOW} samples at {FS:.0f} Hz, "
             f"hop {HOP}); got {duration_s:g} s. Minutes make the deviation figures meaningful."
         )
+    if data not in ("sim", "troika"):
+        raise ValueError(f"data must be 'sim' or 'troika', got {data!r}")
     torch.set_num_threads(1)  # per-stream latency on one core, as on a small device
-    model = ppg_hr(pretrained=True, padding=padding).eval()
-    rec = simulate_ppg(duration_s, fs=FS, seed=seed)
-    x = torch.from_numpy(np.ascontiguousarray(rec.ppg)).unsqueeze(0)  # (1, 1, n)
+    trained_on = "real" if data == "troika" else "sim"
+    if data == "sim":
+        rec = simulate_ppg(duration_s, fs=FS, seed=seed)
+        x = torch.from_numpy(np.ascontiguousarray(rec.ppg)).unsqueeze(0)  # (1, 1, n)
+        truth = window_hr(rec.hr_bpm, WINDOW, HOP)
+        source = f"simulated recording (seed {seed})"
+    else:
+        recs = load_troika("test", root=root, fs=FS)
+        names = [r.rec_id for r in recs]
+        if recording is not None and recording not in names:
+            raise ValueError(f"recording {recording!r} is not in the TROIKA test set; choose one of {names}")
+        rec = recs[names.index(recording)] if recording is not None else recs[0]
+        n = min(rec.ppg.shape[1], int(round(duration_s * FS)))
+        x = torch.from_numpy(np.ascontiguousarray(rec.model_input("ppg+acc")[:, :n])).unsqueeze(0)  # (1, 4, n)
+        truth = rec.window_bpm
+        source = f"TROIKA test recording {rec.rec_id} ({rec.activity})"
+    model = ppg_hr(pretrained=True, padding=padding, trained_on=trained_on).eval()
+    res = _stream_vs_normal(model, x, truth, progress, padding, backend)
+    res.source = source
+    if padding != "zero":
+        res.nrmse_zero_padded_model = stream_vs_normal_nrmse(
+            ppg_hr(pretrained=True, padding="zero", trained_on=trained_on).eval(), x)
+    return res
+
+
+def _stream_vs_normal(model: torch.nn.Module, x: torch.Tensor, truth: np.ndarray, progress, padding: str,
+                      backend: str) -> DemoResult:
+    """Hop by hop: one stream step and one normal windowed inference of the same window, timed."""
+    from .stream.state import state_nbytes
+
     n = x.shape[-1]
     ends = list(range(WINDOW, n + 1, HOP))
     s = make_stream(model, window=WINDOW, hop=HOP, backend=backend)
@@ -94,12 +131,13 @@ def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: s
             t_normal.append(t2 - t1)
             if progress is not None:
                 progress(i + 1, len(ends))
-    hr_true = window_hr(rec.hr_bpm, WINDOW, HOP)[: len(ends)]
-    hs, hn = np.asarray(hr_stream), np.asarray(hr_normal)
+    k = min(len(ends), len(truth))  # a real reference may stop a window or two before the signal does
+    hr_true = np.asarray(truth[:k])
+    hs, hn = np.asarray(hr_stream)[:k], np.asarray(hr_normal)[:k]
     rep = deviation(torch.from_numpy(hs)[None, :, None], torch.from_numpy(hn)[None, :, None], "window", "normal")
     return DemoResult(
-        t_s=np.asarray(ends) / FS,
-        hr_true=np.asarray(hr_true),
+        t_s=np.asarray(ends[:k]) / FS,
+        hr_true=hr_true,
         hr_normal=hn,
         hr_stream=hs,
         nrmse=rep.nrmse,
@@ -113,9 +151,6 @@ def run_demo(duration_s: float = 300.0, seed: int = 7, progress=None, padding: s
         state_bytes=state_nbytes(state),
         padding=padding,
         backend=backend,
-        nrmse_zero_padded_model=(
-            stream_vs_normal_nrmse(ppg_hr(pretrained=True, padding="zero").eval(), x) if padding != "zero" else None
-        ),
     )
 
 
@@ -127,7 +162,7 @@ def plot_demo(res: DemoResult, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax.plot(res.t_s, res.hr_true, color="black", lw=2, label="ground truth")
+    ax.plot(res.t_s, res.hr_true, color="black", lw=2, label="ground truth" + (f" ({res.source})" if res.source else ""))
     ax.plot(res.t_s, res.hr_normal, color="tab:blue", lw=1.2, label=f"normal windowed (MAE {res.mae_normal:.2f} bpm)")
     ax.plot(res.t_s, res.hr_stream, color="tab:orange", lw=1.2, ls="--", label=f"thinkonce stream (MAE {res.mae_stream:.2f} bpm)")
     ax.set_ylabel("heart rate (bpm)")

@@ -25,6 +25,8 @@ __all__ = ["PPGHeartRateNet", "ppg_hr", "PPG_HR_WEIGHTS", "PPG_HR_SIGNAL_WEIGHTS
 
 PPG_HR_WEIGHTS = "ppg_hr.safetensors"
 PPG_HR_SIGNAL_WEIGHTS = "ppg_hr_signal.safetensors"  # trained with signal padding
+# trained on real wrist PPG (TROIKA train/) + simulation; 4 channels, raw units, running normalisation
+PPG_HR_REAL_WEIGHTS = {"zero": "ppg_hr_real.safetensors", "signal": "ppg_hr_real_signal.safetensors"}
 _KERNEL = 5
 _DILATION = 2
 _CAUSAL_PAD = (_KERNEL - 1) * _DILATION  # 8: the left context one conv needs
@@ -114,8 +116,14 @@ class PPGHeartRateNet(nn.Module):
         return self.head(self.features(x)) * self.hr_scale + self.hr_offset
 
 
-def ppg_hr(pretrained: bool = False, padding: str = "zero") -> PPGHeartRateNet:
+def ppg_hr(pretrained: bool = False, padding: str = "zero", trained_on: str = "sim") -> PPGHeartRateNet:
     """Build the PPG heart-rate network; ``pretrained=True`` loads the shipped weights (eval mode).
+
+    ``trained_on="sim"`` (default): :class:`PPGHeartRateNet`, one PPG channel normalised by constants of
+    the simulator (it has never seen real PPG). ``trained_on="real"``:
+    :class:`~thinkonce.models.PPGHeartRateRealNet` trained on TROIKA train/ plus simulation
+    (``experiments/train_ppg_hr_real.py``): input ``(B, 4, T)`` at 32 Hz = mean wrist PPG, ACC x, y, z in
+    raw device units (a causal running normalisation inside), output bpm.
 
     ``padding`` picks which shipped weights: ``"zero"`` (default) was trained on plain windows with
     zero padding, as normal windowed inference runs it; ``"signal"`` was trained with StreamiNNC signal
@@ -123,12 +131,23 @@ def ppg_hr(pretrained: bool = False, padding: str = "zero") -> PPGHeartRateNet:
     window stream of it equals its training-time inference exactly. Same architecture either way.
 
     Raises:
-        ValueError: ``padding`` is neither ``"zero"`` nor ``"signal"``.
+        ValueError: ``padding`` is neither ``"zero"`` nor ``"signal"``, or ``trained_on`` neither
+            ``"sim"`` nor ``"real"``.
         FileNotFoundError: the packaged weights file is missing (train it with
             ``python experiments/train_ppg_hr.py [--padding signal]``).
     """
     if padding not in ("zero", "signal"):
         raise ValueError(f"padding must be 'zero' or 'signal', got {padding!r}")
+    if trained_on not in ("sim", "real"):
+        raise ValueError(f"trained_on must be 'sim' or 'real', got {trained_on!r}")
+    if trained_on == "real":
+        from thinkonce.models.ppg_hr_real import PPGHeartRateRealNet
+
+        real = PPGHeartRateRealNet(in_channels=4)
+        if pretrained:
+            real.load_state_dict(_load_packaged_state(PPG_HR_REAL_WEIGHTS[padding]))
+            real.eval()
+        return real
     model = PPGHeartRateNet()
     if pretrained:
         name = PPG_HR_WEIGHTS if padding == "zero" else PPG_HR_SIGNAL_WEIGHTS
@@ -147,9 +166,10 @@ def _load_packaged_state(name: str | None = None) -> dict[str, torch.Tensor]:
     name = PPG_HR_WEIGHTS if name is None else name
     resource = resources.files("thinkonce").joinpath("weights", name)
     if not resource.is_file():
-        flag = " --padding signal" if name == PPG_HR_SIGNAL_WEIGHTS else ""
+        flag = " --padding signal" if "signal" in name else " --padding zero"
+        script = "train_ppg_hr_real.py" if "real" in name else "train_ppg_hr.py"
         raise FileNotFoundError(
             f"pretrained weights thinkonce/weights/{name} are not installed; "
-            f"run `python experiments/train_ppg_hr.py{flag}` to create them"
+            f"run `python experiments/{script}{flag}` to create them"
         )
     return load(resource.read_bytes())
