@@ -37,11 +37,19 @@ class DeployedGate(nn.Module):
         super().__init__()
         self.lkam = lkam
         self.crossover = crossover
+        self.register_buffer("_offsets", torch.arange(lkam.group), persistent=False)
 
     def forward(self, h: Tensor, in_idx: Idx) -> tuple[Idx, Tensor | None]:
         g = self.lkam
         w = g.proj.weight if in_idx is None else g.proj.weight.index_select(1, in_idx)
-        pooled = h.flatten(2).mean(-1)  # compact input: absent channels are zero, their columns dropped
+        pooled = h.mean(tuple(range(2, h.dim())))  # compact input: absent channels are zero, their columns dropped
+        if h.shape[0] == 1 and g.budget >= 1.0:  # the main case, in as few ops as possible
+            sw = (F.linear(pooled, w, g.proj.bias)[0] > g.logit_threshold).nonzero().squeeze(1)
+            if sw.numel() == g.n_switches:
+                return None, None
+            if sw.numel() == 0:  # nothing engaged: keep one kernel, masked to zero (torch refuses 0 channels)
+                return sw.new_zeros(1), h.new_zeros(1, 1)
+            return (sw if g.group == 1 else (sw[:, None] * g.group + self._offsets).flatten()), None
         z = F.linear(pooled, w, g.proj.bias)
         on = g.expand(g.hard(z)) > 0  # (batch, n_kernels)
         n = on.shape[1]

@@ -81,6 +81,7 @@ class LKAM(nn.Module):
         if not 0.0 < float(t) < 1.0:
             raise ValueError(f"threshold must lie strictly between 0 and 1 (a sigmoid level), got {t}")
         self._threshold = float(t)
+        self.logit_threshold = math.log(self._threshold / (1.0 - self._threshold))
 
     @property
     def budget(self) -> float:
@@ -113,7 +114,7 @@ class LKAM(nn.Module):
 
     def hard(self, z: Tensor) -> Tensor:
         """The inference switch: ``sigmoid(z) > threshold``, as 0/1 floats."""
-        on = z > math.log(self.threshold / (1.0 - self.threshold))
+        on = z > self.logit_threshold
         if self.budget < 1.0:
             k = max(1, math.ceil(self.budget * z.shape[1]))
             if k < z.shape[1]:
@@ -138,6 +139,11 @@ class LKAM(nn.Module):
             soft = torch.sigmoid((z + torch.log(u) - torch.log1p(-u)) / max(self.temperature, 1e-4))
             g = (soft > 0.5).to(z.dtype) + soft - soft.detach()
         return self.expand(g)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["probs"] = None  # the last training pass's graph is not part of the module (copies, pickles)
+        return state
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, n_kernels={self.n_kernels}, group={self.group}, "

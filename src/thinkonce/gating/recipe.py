@@ -1,0 +1,93 @@
+"""The training recipe: from a trained dense model to hard 0/1 switches at a target compute budget.
+
+``fit`` fine-tunes a gated model (from :func:`thinkonce.gating.insert`, whose gates start all on, so it
+starts as the trained dense model) on ``task loss + sparsity_loss(gain)``. Two ways to choose the
+operating point:
+
+* a fixed ``gain`` (the paper's knob: a larger gain, fewer engaged kernels);
+* a ``target`` share of engaged kernels (mean over gates and inputs): the gain then follows a
+  multiplicative controller, ``gain *= exp(rate * (share - target))`` after every step, so training
+  settles where the network engages about ``target`` of its kernels.
+
+Relaxation: the project's choice is the **straight-through estimator** (``relax="ste"``), measured
+against the annealed sigmoid and the Gumbel-sigmoid in ``experiments/lkam_digits.py`` (EXPERIMENTS.md,
+"Parsimonious inference"). Why: with STE the forward pass during training *is* the deployed hard
+network, so the accuracy seen in training is the accuracy after thresholding; the annealed sigmoid
+trains a soft network whose hard version differs until the temperature is small and needs a schedule
+to tune; the Gumbel noise makes the switches random during training, which slows the settling of the
+budget on a short fine-tune. The measured comparison is in the experiment's JSON (``recipes``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .insert import gates
+from .loss import sparsity_loss
+
+
+@dataclass
+class FitLog:
+    """What happened during ``fit``: per epoch, the engaged share and the gain."""
+
+    share: list[float] = field(default_factory=list)
+    gain: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+
+
+def anneal(epoch: float, epochs: int, start: float = 1.0, end: float = 0.05) -> float:
+    """Geometric temperature schedule from ``start`` to ``end`` over the epochs (annealed sigmoid, Gumbel)."""
+    f = min(max(epoch / max(epochs - 1, 1), 0.0), 1.0)
+    return start * (end / start) ** f
+
+
+def fit(model: nn.Module, x: Tensor, y: Tensor, epochs: int, *, gain: float = 1.0, target: float | None = None,
+        relax: str = "ste", lr: float = 1e-3, batch: int = 64, rate: float = 0.05, seed: int = 0,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+        on_epoch: Callable[[int], None] | None = None) -> FitLog:
+    """Fine-tune ``model`` (gated) in place; returns the log. See the module docstring."""
+    gs = gates(model)
+    if not gs:
+        raise ValueError("fit needs a gated model: thinkonce.gating.insert(model, after=...)")
+    if target is not None and not 0.0 < target <= 1.0:
+        raise ValueError(f"target is a share of kernels in (0, 1], got {target}")
+    for g in gs.values():
+        g.relax = relax
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    log = FitLog()
+    n = x.shape[0]
+    for ep in range(epochs):
+        for g in gs.values():
+            g.temperature = anneal(ep, epochs)
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        shares, losses = [], []
+        for i in range(0, n, batch):
+            j = perm[i:i + batch]
+            out = model(x[j])
+            task = loss_fn(out, y[j])
+            loss = task + sparsity_loss(model, gain)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            share = float(torch.stack([(g.probs.detach() > 0.5).float().mean() if relax != "anneal"
+                                       else g.probs.detach().mean() for g in gs.values()]).mean())
+            shares.append(share)
+            losses.append(float(task.detach()))
+            if target is not None:
+                gain = float(min(max(gain * math.exp(rate * (share - target) / target), 1e-3), 1e3))
+        log.share.append(sum(shares) / len(shares))
+        log.gain.append(gain)
+        log.loss.append(sum(losses) / len(losses))
+        if on_epoch is not None:
+            on_epoch(ep)
+    model.eval()
+    return log
