@@ -194,7 +194,7 @@ def deploy(model: nn.Module, threshold: float = 0.5, budget: float = 1.0, batch:
     new.lint()
     out = fx.GraphModule(gm, new)
     out.eval()
-    return DeployedModel(out, batch=batch, crossover=crossover)
+    return DeployedModel(out, batch=batch, crossover=crossover).eval()
 
 
 def _item(t: tuple, i: int) -> Any:
