@@ -73,9 +73,16 @@ def macs_per_input(model: nn.Module, x: Tensor, n: int) -> float:
     return float(np.mean([count_macs(model, x[i:i + 1]) for i in range(min(n, x.shape[0]))]))
 
 
-def interleaved(models: dict[str, Callable[[Tensor], Any]], xs: list[Tensor], reps: int) -> dict[str, float]:
-    """Median seconds per call of each model, calls interleaved with a rotating order."""
+def interleaved(models: dict[str, Callable[[Tensor], Any]], xs: list[Tensor], reps: int,
+                cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """Median wall-clock seconds per call of each model, calls interleaved with a rotating order.
+
+    ``cpu``, if given, receives the median *thread CPU time* per call (``time.thread_time``): on a
+    machine whose cores are shared with other jobs this excludes the time spent waiting for a core, so
+    it is what the wall-clock would read on an idle core (one thread), and far less noisy.
+    """
     ts: dict[str, list[float]] = {k: [] for k in models}
+    cs: dict[str, list[float]] = {k: [] for k in models}
     keys = list(models)
     with torch.inference_mode():
         for xx in xs[:3]:
@@ -85,9 +92,13 @@ def interleaved(models: dict[str, Callable[[Tensor], Any]], xs: list[Tensor], re
             for i, xx in enumerate(xs):
                 s = (i + r) % len(keys)
                 for k in keys[s:] + keys[:s]:
+                    c0 = time.thread_time()
                     t0 = time.perf_counter()
                     models[k](xx)
                     ts[k].append(time.perf_counter() - t0)
+                    cs[k].append(time.thread_time() - c0)
+    if cpu is not None:
+        cpu.update({k: statistics.median(v) for k, v in cs.items()})
     return {k: statistics.median(v) for k, v in ts.items()}
 
 
@@ -137,25 +148,34 @@ def evaluate_point(base: nn.Module, g: nn.Module, data: dict[str, Tensor], epoch
     }
     with torch.no_grad():
         out["deployed_vs_masked_max_abs"] = float((dep(xte[:64]) - g(xte[:64])).abs().max())
-    models1: dict[str, Callable] = {"dense": base, "masked": g, "deployed": dep}
+    from thinkonce.gating.fold import fold_batchnorm
+
+    dense = fold_batchnorm(base)  # BatchNorm folded into the convs in every timed model (deploy does it too)
+    models1: dict[str, Callable] = {"dense": dense, "masked": g, "deployed": dep}
     dep_split = gating.deploy(g, batch="split")
     dep_dense = gating.deploy(g, crossover=0.0)  # every layer dense weights + mask (dense-masked)
-    models32: dict[str, Callable] = {"dense": base, "deployed_union": dep, "deployed_split": dep_split,
+    models32: dict[str, Callable] = {"dense": dense, "deployed_union": dep, "deployed_split": dep_split,
                                      "dense_masked": dep_dense}
     if prune:
         pruned, ratio = prune_to(base, xte[:1], macs_gated, head)
         train_dense(pruned, data["xtr"], data["ytr"], epochs, lr=1e-3, seed=seed)
         out.update(acc_pruned=accuracy(pruned, xte, yte), macs_pruned=count_macs(pruned, xte[:1]), prune_ratio=ratio)
-        models1["pruned"] = pruned
-        models32["pruned"] = pruned
+        models1["pruned"] = models32["pruned"] = fold_batchnorm(pruned)
     xs1 = [xte[i:i + 1] for i in range(min(n_time, xte.shape[0]))]
-    t1 = interleaved(models1, xs1, reps)
+    c1: dict[str, float] = {}
+    c32: dict[str, float] = {}
+    t1 = interleaved(models1, xs1, reps, cpu=c1)
     xs32 = [xte[i:i + 32] for i in range(0, min(max(n_time, 64), xte.shape[0] - 31), 32)]
-    t32 = interleaved(models32, xs32, reps)
+    t32 = interleaved(models32, xs32, reps, cpu=c32)
     out["us_batch1"] = {k: v * 1e6 for k, v in t1.items()}
     out["us_per_input_batch32"] = {k: v * 1e6 / 32 for k, v in t32.items()}
+    out["cpu_us_batch1"] = {k: v * 1e6 for k, v in c1.items()}
+    out["cpu_us_per_input_batch32"] = {k: v * 1e6 / 32 for k, v in c32.items()}
     out["speedup_batch1"] = t1["dense"] / t1["deployed"]
     out["speedup_batch32"] = t32["dense"] / min(t32["deployed_union"], t32["deployed_split"])
+    out["cpu_speedup_batch1"] = c1["dense"] / c1["deployed"]
+    out["cpu_speedup_batch32"] = c32["dense"] / min(c32["deployed_union"], c32["deployed_split"])
+    out["load_avg"] = list(os.getloadavg())
     out["gate_cost"] = gate_cost(dep, xte[:1], n_time, reps)
     return out
 

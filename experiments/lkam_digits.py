@@ -9,7 +9,7 @@ dense, then gated with an LKAM after every conv but the last (``thinkonce.gating
 and fine-tuned at several compute budgets (target share of engaged kernels; the gain follows a
 controller, see ``thinkonce.gating.recipe``). Also: the training relaxations compared at one budget
 (STE, annealed sigmoid, Gumbel), and a statically pruned model of the same average MACs
-(``torch-pruning``, same fine-tuning epochs). Results: ``results/lkam_digits[_quick].json`` and per-layer
+(``torch-pruning``, same fine-tuning epochs). Results: ``results/lkam_digits.json``, ``results/lkam_mnist.json`` (``--quick``: ``lkam_digits_quick.json``) and per-layer
 histograms of engaged kernels ``results/lkam_<set>_engaged.png``.
 """
 
@@ -26,11 +26,11 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lkam_common import RESULTS, accuracy, evaluate_point, gated_point, histogram, progress, train_dense, write  # noqa: E402
 
-SETS = {  # widths, base epochs, fine-tune epochs, budgets (target share of engaged kernels)
-    "digits": dict(widths=(16, 16, 32, 32, 64), epochs=30, finetune=15, targets=(0.6, 0.4, 0.25)),
-    "mnist": dict(widths=(32, 32, 64, 64, 128), epochs=8, finetune=5, targets=(0.6, 0.45, 0.3)),
+SETS = {  # widths, base epochs, fine-tune epochs, budgets (target share of engaged kernels), recipes compared
+    "digits": dict(widths=(16, 16, 32, 32, 64), epochs=30, finetune=15, targets=(0.6, 0.4, 0.25), recipes=True),
+    "mnist": dict(widths=(16, 32, 32, 64, 64), epochs=3, finetune=2, targets=(0.5, 0.35), recipes=False),
 }
-QUICK = dict(widths=(8, 8, 16, 16, 16), epochs=2, finetune=1, targets=(0.5,))
+QUICK = dict(widths=(8, 8, 16, 16, 16), epochs=2, finetune=1, targets=(0.5,), recipes=True)
 RELAXATIONS = ("ste", "anneal", "gumbel")
 
 
@@ -69,7 +69,7 @@ def run(name: str, cfg: dict, quick: bool, seed: int = 0) -> dict:
     if quick:
         data = {k: v[:400] if k.startswith("xtr") or k.startswith("ytr") else v[:160] for k, v in data.items()}
     n_time, reps, n_macs = (16, 1, 8) if quick else (200, 3, 100)
-    total = cfg["epochs"] + cfg["finetune"] * (len(RELAXATIONS) + len(cfg["targets"]))
+    total = cfg["epochs"] + cfg["finetune"] * (len(RELAXATIONS) * cfg["recipes"] + len(cfg["targets"]))
     res: dict = {"set": name, "n_train": int(data["xtr"].shape[0]), "n_test": int(data["xte"].shape[0]),
                  "widths": list(cfg["widths"]), "epochs": cfg["epochs"], "finetune_epochs": cfg["finetune"]}
     with progress() as bar:
@@ -81,12 +81,13 @@ def run(name: str, cfg: dict, quick: bool, seed: int = 0) -> dict:
         # relaxations compared at the middle budget
         mid = cfg["targets"][len(cfg["targets"]) // 2]
         recipes = {}
-        for relax in RELAXATIONS:
+        for relax in RELAXATIONS if cfg["recipes"] else ():
             g, log = gated_point(base, data, cfg["finetune"], mid, relax=relax, seed=seed, tick=lambda e: bar.advance(task))
             shares = [float(v.mean()) for v in __import__("thinkonce").gating.engaged(g, data["xte"]).values()]
             recipes[relax] = {"acc_hard": accuracy(g, data["xte"], data["yte"]), "engaged_mean": float(np.mean(shares)),
                               "train_share_last": log["train_share"][-1], "gain_last": log["gain"][-1]}
-        res["recipes"] = {"target": mid, **recipes}
+        if recipes:
+            res["recipes"] = {"target": mid, **recipes}
         points = {}
         for target in cfg["targets"]:
             g, log = gated_point(base, data, cfg["finetune"], target, seed=seed, tick=lambda e: bar.advance(task))
@@ -107,16 +108,13 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     names = ["digits"] if a.quick else a.sets.split(",")
-    import json
-
-    path = RESULTS / ("lkam_digits_quick.json" if a.quick else "lkam_digits.json")
-    out = json.loads(path.read_text()) if path.is_file() and not a.quick else {"sets": {}}
-    out.pop("machine", None)
+    out = {}
     for n in names:
         if n not in SETS:
             raise SystemExit(f"unknown set {n!r}; choose from {sorted(SETS)}")
-        out["sets"][n] = run(n, QUICK if a.quick else SETS[n], a.quick)
-        write("lkam_digits_quick" if a.quick else "lkam_digits", out)
+        out[n] = run(n, QUICK if a.quick else SETS[n], a.quick)
+        out[n]["command"] = f"python experiments/lkam_digits.py {'--quick' if a.quick else '--sets ' + n}"
+        write(f"lkam_{n}_quick" if a.quick else f"lkam_{n}", out[n])  # results/lkam_digits.json, lkam_mnist.json
     return out
 
 

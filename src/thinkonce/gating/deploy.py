@@ -26,6 +26,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .chain import SLICED_MODULES, channelwise, conv_of, is_apply, is_gate
+from .fold import fold_batchnorm
 from .gathered import DeployedGate, Expand, GatheredConv, GatheredNorm, Masked
 from .insert import GateError, gates
 from .lkam import LKAM
@@ -114,15 +115,16 @@ def _segments(gm: fx.GraphModule) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node,
 
 
 def deploy(model: nn.Module, threshold: float = 0.5, budget: float = 1.0, batch: str = "union",
-           crossover: float = 1.0) -> DeployedModel:
+           crossover: float = 1.0, fold_bn: bool = True) -> DeployedModel:
     """The inference model of a gated model (from :func:`thinkonce.gating.insert`), in eval mode.
 
     ``threshold`` (and ``budget``: the largest share of kernels on per input) are the run-time knobs,
-    also settable later on the result. The gated model itself is not modified.
+    also settable later on the result. ``fold_bn``: BatchNorms right after a conv are folded into it
+    first (:mod:`thinkonce.gating.fold`). The gated model itself is not modified.
     """
     if not isinstance(model, fx.GraphModule) or not gates(model):
         raise GateError("deploy needs a gated model: the result of thinkonce.gating.insert(model, after=...)")
-    gm = copy.deepcopy(model).eval()
+    gm = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     for g in gates(gm).values():
         g.threshold = threshold
         g.budget = budget

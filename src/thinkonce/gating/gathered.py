@@ -72,13 +72,22 @@ class DeployedGate(nn.Module):
 
 
 class GatheredConv(nn.Module):
-    """A conv computing only the output kernels ``out_idx`` from the input channels ``in_idx``."""
+    """A conv computing only the output kernels ``out_idx`` from the input channels ``in_idx``.
 
-    def __init__(self, conv: nn.Conv1d | nn.Conv2d) -> None:
+    Gathered weights are kept for the last ``cache`` distinct (in, out) patterns: a trained gate
+    engages few distinct patterns, and a cache hit saves the two or three gather operators, which at
+    batch 1 cost about as much as a small convolution (per-operator overhead). The cache is cleared
+    whenever the conv's weights change version (training, loading).
+    """
+
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d, cache: int = 64) -> None:
         super().__init__()
         self.conv = conv
+        self.cache_size = cache
+        self._cache: dict[tuple, tuple[Tensor, Tensor | None]] = {}
+        self._version: tuple[int, int] | None = None
 
-    def forward(self, x: Tensor, in_idx: Idx, out_idx: Idx) -> Tensor:
+    def _gather(self, in_idx: Idx, out_idx: Idx) -> tuple[Tensor, Tensor | None]:
         c = self.conv
         w, b = c.weight, c.bias
         if out_idx is not None:
@@ -86,7 +95,32 @@ class GatheredConv(nn.Module):
             b = None if b is None else b.index_select(0, out_idx)
         if in_idx is not None:
             w = w.index_select(1, in_idx)
-        return c._conv_forward(x, w, b)
+        return w, b
+
+    def forward(self, x: Tensor, in_idx: Idx, out_idx: Idx) -> Tensor:
+        c = self.conv
+        if in_idx is None and out_idx is None:
+            return c._conv_forward(x, c.weight, c.bias)
+        if self.cache_size <= 0 or torch.is_grad_enabled():
+            w, b = self._gather(in_idx, out_idx)
+            return c._conv_forward(x, w, b)
+        version = (c.weight._version, -1 if c.bias is None else c.bias._version)
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        key = (None if in_idx is None else tuple(in_idx.tolist()), None if out_idx is None else tuple(out_idx.tolist()))
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            hit = self._cache[key] = self._gather(in_idx, out_idx)
+        return c._conv_forward(x, hit[0], hit[1])
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_cache"] = {}
+        state["_version"] = None
+        return state
 
 
 class GatheredNorm(nn.Module):
