@@ -33,7 +33,10 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from lkam_common import interleaved  # noqa: E402
 from lkam_digits import vgg  # noqa: E402
 
+import torch.fx as fx  # noqa: E402
+
 from thinkonce import count_macs, gating  # noqa: E402
+from thinkonce.gating.gathered import DeployedGate, Expand, GatheredConv, Masked  # noqa: E402
 
 
 def set_gates(g: torch.nn.Module, share: float, diverse: bool, seed: int = 0) -> None:
@@ -48,6 +51,37 @@ def set_gates(g: torch.nn.Module, share: float, diverse: bool, seed: int = 0) ->
             lk.proj.weight.data.zero_()
             lk.proj.bias.data = torch.full((n,), -5.0)
             lk.proj.bias.data[on] = 5.0
+
+
+class _Timed(fx.Interpreter):
+    """Runs a graph node by node, adding each node's thread CPU time to its category."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.parts: dict[str, list[float]] = {}
+
+    def run_node(self, n: fx.Node):
+        c0 = time.thread_time()
+        out = super().run_node(n)
+        dt = time.thread_time() - c0
+        kind = "other"
+        if n.op == "call_module":
+            m = self.module.get_submodule(str(n.target))
+            kind = {DeployedGate: "gate", GatheredConv: "conv", torch.nn.Conv2d: "conv", Masked: "mask/expand",
+                    Expand: "mask/expand"}.get(type(m), "other")
+        elif n.op == "call_function" and n.target.__name__ == "_item":
+            kind = "gate"
+        self.parts.setdefault(kind, []).append(dt)
+        return out
+
+
+def breakdown(gm: fx.GraphModule, x: torch.Tensor, reps: int) -> dict[str, float]:
+    """Median-free per-category CPU time per call (us), node by node (the interpreter adds its own cost)."""
+    t = _Timed(gm)
+    with torch.inference_mode():
+        for _ in range(reps):
+            t.run(x)
+    return {k: sum(v) / reps * 1e6 for k, v in t.parts.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,6 +113,23 @@ def main(argv: list[str] | None = None) -> dict:
                                      "us": {k: v * 1e6 for k, v in t.items()}, "cpu_us": {k: v * 1e6 for k, v in c.items()},
                                      "speedup": t["dense"] / t["deployed"], "cpu_speedup": c["dense"] / c["deployed"],
                                      "cpu_masked_speedup": c["dense"] / c["masked"]}
+    # clock vs MAC ratio as the network grows (kept share 0.5, same pattern): per-operator overhead
+    # weighs less when every convolution has more work
+    out["width_scaling"] = {}
+    for mult in ((1, 2) if a.quick else (1, 2, 4)):
+        net = vgg(tuple(w * mult for w in (16, 32, 32, 64, 64))).eval()
+        g = gating.insert(net).eval()
+        set_gates(g, 0.5, diverse=False)
+        dep = gating.deploy(g)
+        d = fold_batchnorm(net)
+        c: dict[str, float] = {}
+        t = interleaved({"dense": d, "deployed": dep}, [x[i:i + 1] for i in range(max(4, n1 // mult))], reps, cpu=c)
+        out["width_scaling"][str(mult)] = {
+            "widths": [w * mult for w in (16, 32, 32, 64, 64)], "macs_dense": count_macs(d, x[:1]),
+            "macs_deployed": count_macs(dep, x[:1]), "cpu_us": {k: v * 1e6 for k, v in c.items()},
+            "cpu_speedup": c["dense"] / c["deployed"], "mac_ratio": count_macs(d, x[:1]) / count_macs(dep, x[:1]),
+            "breakdown_deployed_us": breakdown(dep.graph_module, x[:1], max(3, n1 // (4 * mult))),
+            "breakdown_dense_us": breakdown(d, x[:1], max(3, n1 // (4 * mult)))}
     for diverse in (False, True):
         for share in ((0.5,) if a.quick else (0.25, 0.5)):
             g = gating.insert(base).eval()

@@ -166,6 +166,10 @@ def render(result: dict) -> str:
                 L.append("")
     if pool is not None:
         L += pool_section(pool)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gating_md import section as gating_section  # parsimonious inference (issue 10)
+
+    L += gating_section(ROOT)
     warm = result.get("warmup")
     if warm:
         L += ["## First use of a fresh compiled / ONNX stream", "",

@@ -28,7 +28,7 @@ from lkam_common import RESULTS, accuracy, evaluate_point, gated_point, histogra
 
 SETS = {  # widths, base epochs, fine-tune epochs, budgets (target share of engaged kernels), recipes compared
     "digits": dict(widths=(16, 16, 32, 32, 64), epochs=30, finetune=15, targets=(0.6, 0.4, 0.25), recipes=True),
-    "mnist": dict(widths=(16, 32, 32, 64, 64), epochs=3, finetune=2, targets=(0.5, 0.35), recipes=False),
+    "mnist": dict(widths=(16, 32, 32, 64, 64), epochs=2, finetune=2, targets=(0.4,), recipes=False),
 }
 QUICK = dict(widths=(8, 8, 16, 16, 16), epochs=2, finetune=1, targets=(0.5,), recipes=True)
 RELAXATIONS = ("ste", "anneal", "gumbel")
@@ -68,7 +68,7 @@ def run(name: str, cfg: dict, quick: bool, seed: int = 0) -> dict:
     data = load(name, seed)
     if quick:
         data = {k: v[:400] if k.startswith("xtr") or k.startswith("ytr") else v[:160] for k, v in data.items()}
-    n_time, reps, n_macs = (16, 1, 8) if quick else (200, 3, 100)
+    n_time, reps, n_macs = (16, 1, 8) if quick else (120, 3, 60)
     total = cfg["epochs"] + cfg["finetune"] * (len(RELAXATIONS) * cfg["recipes"] + len(cfg["targets"]))
     res: dict = {"set": name, "n_train": int(data["xtr"].shape[0]), "n_test": int(data["xte"].shape[0]),
                  "widths": list(cfg["widths"]), "epochs": cfg["epochs"], "finetune_epochs": cfg["finetune"]}

@@ -33,7 +33,7 @@ from thinkonce import gating  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "eeg_bonn" / "bonn_eeg.npz"
 W, H = 1024, 256
-FULL = dict(epochs=12, finetune=6, targets=(0.6, 0.4), n_time=120, reps=3)
+FULL = dict(epochs=6, finetune=3, targets=(0.4,), n_time=60, reps=3)
 QUICK = dict(epochs=1, finetune=1, targets=(0.5,), n_time=8, reps=1)
 
 

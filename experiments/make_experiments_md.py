@@ -22,6 +22,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEME_NAMES = {
     "normal": "normal windowed",
@@ -241,7 +245,9 @@ def render(results: Path, repo: Path = REPO) -> str:
             "" if n_ok == n_def else " (missed: " + "; ".join(t for t, ok in targets if ok is False) + ")") + "."
             + ("" if not strict else " Read two-sided (|change| <= 1 %), the task target would also miss "
                "for: " + "; ".join(strict) + ", where the stream scores *better* than normal inference."))
-    return "\n".join(doc + ["## Summary", "", *summary, ""] + body)
+    from lkam_md import section as lkam_section  # parsimonious inference (issue 10)
+
+    return "\n".join(doc + ["## Summary", "", *summary, ""] + body + lkam_section(results))
 
 
 def main(argv: list[str] | None = None) -> str:
