@@ -97,3 +97,55 @@ def test_continuous_mode_is_refused_with_the_fix():
     g = gated_net(0)
     with pytest.raises(UnsupportedNodeError, match="pools its input over the whole time axis.*window=W, hop=H"):
         to.stream(g, example_input=torch.zeros(1, 2, 64))
+
+
+class Causal1d(nn.Module):
+    """'same' convs without pooling between a gate's input and its mask (causal gates switch per frame)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(2, 8, 5, padding=2), nn.Conv1d(8, 12, 3, padding=1)
+        self.b2 = nn.BatchNorm1d(12)
+        self.c3 = nn.Conv1d(12, 6, 3, padding=1, dilation=1)
+        self.c4 = nn.Conv1d(6, 4, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.b2(self.c2(x)))
+        return self.c4(torch.relu(self.c3(x)))
+
+
+@settings(max_examples=10, deadline=None)
+@given(chunks=st.lists(st.integers(1, 30), min_size=1, max_size=5), batch=st.integers(1, 3))
+def test_continuous_stream_of_causal_gates_equals_offline(chunks, batch):
+    if "causal" not in _STREAMS:
+        torch.manual_seed(0)
+        g = gating.insert(Causal1d(), after=["c1", "c2"], pooling="causal")
+        for lk in gating.gates(g).values():
+            lk.proj.weight.data.normal_(std=3.0)
+            lk.proj.bias.data.normal_()
+        g.eval()
+        _STREAMS["causal"] = (g, to.stream(g, example_input=torch.zeros(1, 2, 64)))
+    g, s = _STREAMS["causal"]
+    torch.manual_seed(len(chunks) + batch)
+    x = torch.randn(batch, 2, 90)
+    with torch.no_grad():
+        ref = g(x)
+        on = gating.engaged(g, x)
+    assert all(0 < float(v.mean()) < 1 for v in on.values())  # switches really vary over frames and inputs
+    assert_close(s.run(x, chunk=chunks), ref)
+
+
+def test_causal_gate_sees_only_the_past_and_deploy_refuses_it():
+    torch.manual_seed(0)
+    g = gating.insert(Causal1d(), after=["c1"], pooling="causal").eval()
+    lk = gating.gates(g)["gate_c1"]
+    lk.proj.weight.data.normal_(std=3.0)
+    x = torch.randn(1, 8, 40)
+    y = x.clone()
+    y[..., 25:] = torch.randn(1, 8, 15)  # a different future
+    assert torch.equal(lk(x)[..., :25], lk(y)[..., :25])
+    with pytest.raises(gating.GateError, match="causal.*switch kernels frame by frame"):
+        gating.deploy(g)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        gating.insert(Causal1d(), after=["c1"], pooling="max")

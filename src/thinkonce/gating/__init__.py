@@ -17,7 +17,9 @@ from .deploy import DeployedModel, deploy
 from .insert import GateError, gates, gating_layers, insert
 from .lkam import LKAM, apply_gate
 from .loss import engaged, sparsity_loss
+from . import recipe
+from .recipe import fit
 from . import stream_ops as _stream_ops  # noqa: F401  (registers the streaming rules)
 
 __all__ = ["LKAM", "insert", "sparsity_loss", "deploy", "DeployedModel", "GateError", "gates", "gating_layers",
-           "engaged", "apply_gate"]
+           "engaged", "apply_gate", "fit", "recipe"]

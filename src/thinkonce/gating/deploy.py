@@ -124,6 +124,11 @@ def deploy(model: nn.Module, threshold: float = 0.5, budget: float = 1.0, batch:
     """
     if not isinstance(model, fx.GraphModule) or not gates(model):
         raise GateError("deploy needs a gated model: the result of thinkonce.gating.insert(model, after=...)")
+    causal = [n for n, g in gates(model).items() if g.pooling == "causal"]
+    if causal:
+        raise GateError(f"gates {causal} are causal (they switch kernels frame by frame, from a running mean); deploy "
+                        "gathers kernels once per input, which needs global pooling. Run the gated model itself "
+                        "(masked dense) or stream it in continuous mode.")
     gm = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     for g in gates(gm).values():
         g.threshold = threshold

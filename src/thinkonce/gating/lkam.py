@@ -17,6 +17,10 @@ Training relaxations (attribute ``relax``; at ``eval()`` every mode is the hard 
   sigmoid's gradient. Training sees exactly the network that will be deployed.
 * ``"anneal"``: annealed sigmoid ``sigmoid(z / T)``; ``T`` goes to 0 over training (set ``temperature``);
   soft during training, so the trained network and the hard one differ until ``T`` is small.
+``pooling="causal"`` (1-D, time last) replaces the global average by the running mean over frames
+``0..t``: the gate of frame ``t`` sees only the past, so the gated model streams in continuous mode
+(trained the same way: the running mean is what training computes too).
+
 * ``"gumbel"``: Gumbel(logistic)-sigmoid with a hard straight-through forward pass: noise on the logits
   during training pushes logits away from the threshold.
 
@@ -33,6 +37,7 @@ import torch.nn as nn
 from torch import Tensor
 
 RELAXATIONS = ("ste", "anneal", "gumbel")
+POOLINGS = ("global", "causal")
 
 
 class LKAM(nn.Module):
@@ -44,8 +49,11 @@ class LKAM(nn.Module):
     """
 
     def __init__(self, in_channels: int, n_kernels: int, group: int = 1, *, relax: str = "ste",
-                 threshold: float = 0.5, init_on: float = 3.0) -> None:
+                 threshold: float = 0.5, init_on: float = 3.0, pooling: str = "global") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        self.pooling = pooling
         if in_channels < 1 or n_kernels < 1:
             raise ValueError(f"LKAM needs in_channels >= 1 and n_kernels >= 1, got {in_channels}, {n_kernels}")
         if group < 1 or n_kernels % group:
@@ -103,11 +111,22 @@ class LKAM(nn.Module):
     def pooled(self, x: Tensor) -> Tensor:
         if x.dim() < 3 or x.shape[1] != self.in_channels:
             raise ValueError(f"LKAM expects (batch, {self.in_channels}, *spatial), got shape {tuple(x.shape)}")
+        if self.pooling == "causal":
+            if x.dim() != 3:
+                raise ValueError(f"a causal LKAM reads (batch, channels, time), got shape {tuple(x.shape)}")
+            return x.cumsum(-1) / torch.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=x.device)
         return x.flatten(2).mean(-1)
 
     def logits(self, x: Tensor) -> Tensor:
-        """Switch logits ``(batch, n_switches)``: the 1x1 conv on the globally pooled input."""
+        """Switch logits: ``(batch, n_switches)`` from the globally pooled input, or, for
+        ``pooling="causal"``, ``(batch, n_switches, time)`` from the running mean of frames ``0..t``."""
+        if self.pooling == "causal":
+            return self.frame_logits(self.pooled(x))
         return self.proj(self.pooled(x))
+
+    def frame_logits(self, pooled: Tensor) -> Tensor:
+        """The 1x1 conv on per-frame pooled features ``(batch, in_channels, time)``."""
+        return torch.einsum("bct,sc->bst", pooled, self.proj.weight) + self.proj.bias[:, None]
 
     def expand(self, g: Tensor) -> Tensor:
         return g.repeat_interleave(self.group, dim=1) if self.group > 1 else g
@@ -151,5 +170,12 @@ class LKAM(nn.Module):
 
 
 def apply_gate(h: Tensor, g: Tensor) -> Tensor:
-    """Masked dense computation: channel ``c`` of ``h`` times ``g[:, c]`` (the reference of :func:`deploy`)."""
+    """Masked dense computation: channel ``c`` of ``h`` times ``g[:, c]`` (the reference of :func:`deploy`);
+    a causal gate ``(batch, channels, time)`` multiplies frame by frame."""
+    if g.dim() == h.dim():
+        if g.shape[-1] != h.shape[-1]:
+            raise ValueError(f"a causal gate switches frame by frame, so the switched block must keep the frame rate "
+                             f"(no stride or pooling between the gate's input and its mask): the gate has "
+                             f"{g.shape[-1]} frames, the block {h.shape[-1]}")
+        return h * g
     return h * g.reshape(*g.shape, *([1] * (h.dim() - 2)))
