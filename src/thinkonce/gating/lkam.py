@@ -49,7 +49,7 @@ class LKAM(nn.Module):
     """
 
     def __init__(self, in_channels: int, n_kernels: int, group: int = 1, *, relax: str = "ste",
-                 threshold: float = 0.5, init_on: float = 3.0, pooling: str = "global") -> None:
+                 threshold: float = 0.5, init_on: float = 2.0, pooling: str = "global") -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
