@@ -89,13 +89,13 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, epochs: int, *, gain: float = 1.
             opt.zero_grad()
             loss.backward()
             opt.step()
-            per = {n: float((g.probs.detach() > 0.5).float().mean() if relax != "anneal" else g.probs.detach().mean())
-                   for n, g in gs.items()}
+            per = {name: float((g.probs.detach() > 0.5).float().mean() if relax != "anneal" else g.probs.detach().mean())
+                   for name, g in gs.items()}
             shares.append(sum(per.values()) / len(per))
             losses.append(float(task.detach()))
             if target is not None:
-                for n, s in per.items():
-                    gains[n] = float(min(max(gains[n] * math.exp(rate * (s - target) / target), 1e-3), 1e3))
+                for name, sh in per.items():
+                    gains[name] = float(min(max(gains[name] * math.exp(rate * (sh - target) / target), 1e-3), 1e3))
         log.share.append(sum(shares) / len(shares))
         log.gain.append(sum(gains.values()) / len(gains))
         log.loss.append(sum(losses) / len(losses))
