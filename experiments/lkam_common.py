@@ -127,7 +127,7 @@ def prune_to(model: nn.Module, example: Tensor, target_macs: float, head: nn.Mod
 
 
 def gated_point(base: nn.Module, data: dict[str, Tensor], epochs: int, target: float, relax: str = "ste",
-                gain: float = 1.0, seed: int = 0, tick: Callable[[int], None] | None = None) -> tuple[nn.Module, dict]:
+                gain: float = 10.0, seed: int = 0, tick: Callable[[int], None] | None = None) -> tuple[nn.Module, dict]:
     g = gating.insert(base, after="all")
     log = fit(g, data["xtr"], data["ytr"], epochs, gain=gain, target=target, relax=relax, seed=seed, on_epoch=tick)
     return g, {"train_share": log.share, "gain": log.gain, "train_loss": log.loss}

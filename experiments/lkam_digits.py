@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lkam_common import RESULTS, accuracy, evaluate_point, gated_point, histogram, progress, train_dense, write  # noqa: E402
 
 SETS = {  # widths, base epochs, fine-tune epochs, budgets (target share of engaged kernels), recipes compared
-    "digits": dict(widths=(16, 16, 32, 32, 64), epochs=20, finetune=6, targets=(0.5, 0.3), recipes=True),
+    "digits": dict(widths=(16, 16, 32, 32, 64), epochs=20, finetune=6, targets=(0.6, 0.4), recipes=True),
     "mnist": dict(widths=(16, 32, 32, 64, 64), epochs=2, finetune=2, targets=(0.4,), recipes=False),
 }
 QUICK = dict(widths=(8, 8, 16, 16, 16), epochs=2, finetune=1, targets=(0.5,), recipes=True)

@@ -5,11 +5,14 @@ starts as the trained dense model) on ``task loss + sparsity_loss(gain)``. Two w
 operating point:
 
 * a fixed ``gain`` (the paper's knob: a larger gain, fewer engaged kernels);
-* a ``target`` share of engaged kernels: each gate gets its own gain, following a multiplicative
-  controller ``gain_i *= exp(rate * (share_i - target) / target)`` after every step, so every gated
-  layer settles near ``target`` of its kernels. (A single gain on the mean share let one layer switch
-  almost everything off while another kept everything on: measured on the Bonn EEG, accuracy fell to
-  the majority class.)
+* a ``target`` share of engaged kernels: each gate gets its own gain, set after every step by a
+  proportional controller ``gain_i = gain * max(share_i - target, 0) / target``: the cost pushes a
+  layer's switches off only while it engages more than ``target``, and vanishes below it, so the task
+  loss alone decides whether kernels come back. Measured failures of the alternatives: a single gain
+  on the mean share let one Bonn EEG layer switch everything off (accuracy fell to the majority class,
+  97.5 -> 80.0 %); an integrating per-gate controller (``gain_i *= exp(rate * (share_i - target))``)
+  wound up during the switches' lag and overshot (MNIST at target 0.4 ended at 8-33 % engaged and
+  19 % accuracy).
 
 The gates' parameters train at ``gate_lr`` (10x the network's by default): Adam moves each parameter
 by about its learning rate per step whatever the gradient, and a gate's logit must cross the
@@ -26,7 +29,6 @@ budget on a short fine-tune. The measured comparison is in the experiment's JSON
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -54,9 +56,8 @@ def anneal(epoch: float, epochs: int, start: float = 1.0, end: float = 0.05) -> 
     return start * (end / start) ** f
 
 
-def fit(model: nn.Module, x: Tensor, y: Tensor, epochs: int, *, gain: float = 1.0, target: float | None = None,
-        relax: str = "ste", lr: float = 1e-3, gate_lr: float | None = None, batch: int = 64, rate: float = 0.05,
-        seed: int = 0,
+def fit(model: nn.Module, x: Tensor, y: Tensor, epochs: int, *, gain: float = 10.0, target: float | None = None,
+        relax: str = "ste", lr: float = 1e-3, gate_lr: float | None = None, batch: int = 64, seed: int = 0,
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
         on_epoch: Callable[[int], None] | None = None) -> FitLog:
     """Fine-tune ``model`` (gated) in place; returns the log. See the module docstring."""
@@ -71,7 +72,7 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, epochs: int, *, gain: float = 1.
     opt = torch.optim.Adam([
         {"params": [p for p in model.parameters() if id(p) not in gate_params], "lr": lr},
         {"params": [p for g in gs.values() for p in g.parameters()], "lr": 10 * lr if gate_lr is None else gate_lr}])
-    gains = {n: float(gain) for n in gs}
+    gains = {n: float(gain) * ((1.0 - target) / target if target is not None else 1.0) for n in gs}
     gen = torch.Generator().manual_seed(seed)
     log = FitLog()
     n = x.shape[0]
@@ -95,7 +96,7 @@ def fit(model: nn.Module, x: Tensor, y: Tensor, epochs: int, *, gain: float = 1.
             losses.append(float(task.detach()))
             if target is not None:
                 for name, sh in per.items():
-                    gains[name] = float(min(max(gains[name] * math.exp(rate * (sh - target) / target), 1e-3), 1e3))
+                    gains[name] = float(gain * max(sh - target, 0.0) / target)
         log.share.append(sum(shares) / len(shares))
         log.gain.append(sum(gains.values()) / len(gains))
         log.loss.append(sum(losses) / len(losses))
