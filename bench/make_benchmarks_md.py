@@ -172,6 +172,10 @@ def render(result: dict) -> str:
         L += pool_section(pool)
     if cluster is not None:
         L += cluster_section(cluster)
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gating_md import section as gating_section  # parsimonious inference (issue 10)
+
+    L += gating_section(ROOT)
     warm = result.get("warmup")
     if warm:
         L += ["## First use of a fresh compiled / ONNX stream", "",

@@ -22,6 +22,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEME_NAMES = {
     "normal": "normal windowed",
@@ -257,8 +261,10 @@ def render(results: Path, repo: Path = REPO) -> str:
             + ("" if not strict else " Read two-sided (|change| <= 1 %), the task target would also miss "
                "for: " + "; ".join(strict) + ", where the stream scores *better* than normal inference."))
     real_summary, real_body = render_real(results, repo)
+    from lkam_md import section as lkam_section  # parsimonious inference (issue 10)
+
     return "\n".join(doc + ["## Summary", "", *summary, "", "Real recordings (section below):", "", *real_summary, ""]
-                     + body + real_body)
+                     + body + real_body + lkam_section(results))
 
 
 def _section(name: str, data: dict[str, Any], summary: list[str]) -> list[str]:
