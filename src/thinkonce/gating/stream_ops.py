@@ -32,6 +32,7 @@ from torch import Tensor
 from ..ops.context import OpContext
 from ..ops.registry import register_op
 from ..stream.layers import State, StreamOp
+from ..stream.state import Field
 from .gathered import DeployedGate, Expand, GatheredConv, GatheredNorm, Masked
 from .lkam import LKAM, apply_gate
 
@@ -52,8 +53,12 @@ class CausalGateOp(StreamOp):
     def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
         return (n, n, 0) if left else (n, 0, right)  # frame t reads every frame <= t
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {"sum": like.new_zeros(batch, self.lkam.in_channels, 1), "count": like.new_zeros(batch, 1, 1)}
+    def state_spec(self, in_shapes, dtype):
+        # fixed from the first step on (the state contract): one frame of sums and one count per row
+        return {"sum": Field((self.lkam.in_channels, 1), dtype), "count": Field((1, 1), dtype)}
+
+    def out_shape(self, in_shape):
+        return (self.lkam.n_kernels, *in_shape[1:])
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
