@@ -157,3 +157,27 @@ def test_self_check_refuses_a_wrong_registered_rule() -> None:
         from thinkonce.ops import registry
 
         registry._MODULES.pop(Doubler, None)
+
+
+def test_window_head_taking_most_macs_warns_and_names_the_node() -> None:
+    """Issue 8: a time-mixing op early in the net moves nearly all work into the per-window head; the
+    stream says so (HeavyHeadWarning naming the node) instead of quietly saving nothing."""
+    import warnings
+
+    from thinkonce.errors import HeavyHeadWarning
+
+    class EarlyMean(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv1d(2, 4, 3), nn.Conv1d(4, 32, 5), nn.Conv1d(32, 32, 5)
+
+        def forward(self, x):
+            x = self.a(x)
+            x = x - x.mean(-1, keepdim=True)  # a per-window normalisation: forces the head here
+            return self.c(torch.relu(self.b(x))).mean(-1)
+
+    with pytest.warns(HeavyHeadWarning, match="head starts at node 'mean'"):
+        to.stream(EarlyMean().eval(), window=128, hop=32, example_input=torch.zeros(1, 2, 128))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeavyHeadWarning)  # the shipped net's head is small: no warning
+        to.stream(to.models.ppg_hr(pretrained=True), window=256, hop=64)

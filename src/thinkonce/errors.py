@@ -32,3 +32,8 @@ class StateFileError(ThinkonceError, ValueError):
 class InternalStateError(ThinkonceError, RuntimeError):
     """A buffer would outgrow the size its state spec declares: a bug in thinkonce, never silently
     truncated (please report it with the model)."""
+
+
+class HeavyHeadWarning(UserWarning):
+    """Window mode: more than half of a window's MACs run in the head (recomputed for every window), so
+    streaming saves little; the message names the node that forced the head to start there."""

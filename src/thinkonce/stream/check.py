@@ -22,7 +22,9 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
-from ..errors import ConversionError
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..errors import ConversionError, HeavyHeadWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stream import Stream
@@ -56,11 +58,11 @@ def _run_eager(s: "Stream", x: Tensor, lengths: list[int]) -> Tensor:
     return torch.cat(outs, dim=1)
 
 
-def _window_reference(s: "Stream", x: Tensor, n_windows: int) -> Tensor:
+def _window_reference(s: "Stream", x: Tensor, n_windows: int, start: int = 0) -> Tensor:
     assert s.spec is not None
     W, H, E = s.spec.window, s.spec.hop, s.spec.extension
     xp = torch.cat([x.new_zeros((*x.shape[:-1], E)), x], dim=-1)  # the stream's history starts as zeros
-    refs = [s.reference(xp[..., i * H: i * H + W + E]) for i in range(n_windows)]
+    refs = [s.reference(xp[..., i * H: i * H + W + E]) for i in range(start, n_windows)]
     return torch.stack(refs, dim=1)
 
 
@@ -98,7 +100,12 @@ def self_check(s: "Stream", seed: int = 0) -> None:
             raise ConversionError(f"the converted stream failed on a probe signal ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0] if str(e) else ''}); please report the model") from e
         if s.spec is not None:
-            want = _window_reference(s, x, got.shape[1])
+            counter = FlopCounterMode(display=False)
+            with counter:
+                want = _window_reference(s, x, 1)  # counted: the MACs of one (extended) window
+            if got.shape[1] > 1:
+                want = torch.cat([want, _window_reference(s, x, got.shape[1], start=1)], dim=1)
+            warn_heavy_head(s, int(counter.get_total_flops()) // 2)
     if isinstance(want, Tensor) and got.shape == want.shape:
         scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
         err = float((got - want).abs().max()) if want.numel() else 0.0
@@ -114,6 +121,29 @@ def self_check(s: "Stream", seed: int = 0) -> None:
         f"{lengths[:6]}{'...' if len(lengths) > 6 else ''}){where}. Refusing rather than giving wrong numbers; "
         "please report the model (thinkonce.stream(..., check=False) skips this check)."
     )
+
+
+def warn_heavy_head(s: "Stream", window_macs: int) -> None:
+    """Warn (:class:`HeavyHeadWarning`) when the head takes more than half of a window's MACs: every
+    window recomputes it, so streaming saves little. Names the node that made the head start there."""
+    from ..measure.macs import head_macs
+    from .convert import _source_line
+
+    if window_macs <= 0 or not s.plan.head_nodes:
+        return
+    head = head_macs(s)
+    if head <= window_macs / 2:
+        return
+    first = next((p for p in s.plan.head_nodes if p.reason), s.plan.head_nodes[0])
+    n = first.node
+    src = _source_line(n)
+    where = f"node '{n.name}'" + (f" (module '{n.target}')" if n.op == "call_module" else "") + (f" at {src}" if src else "")
+    warnings.warn(
+        f"the window head takes {head:,} of {window_macs:,} MACs per window ({100 * head / window_macs:.0f} %), "
+        f"recomputed for every window: streaming saves little. The head starts at {where}"
+        f"{' (' + first.reason + ')' if first.reason else ''}. Layers after it run on the whole window "
+        "buffer; move time-mixing operations (global pooling, flatten over time, attention) as late as possible.",
+        HeavyHeadWarning, stacklevel=4)
 
 
 def first_divergence(s: "Stream", x: Tensor, lengths: list[int]) -> str | None:
