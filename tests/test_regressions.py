@@ -180,4 +180,6 @@ def test_window_head_taking_most_macs_warns_and_names_the_node() -> None:
         to.stream(EarlyMean().eval(), window=128, hop=32, example_input=torch.zeros(1, 2, 128))
     with warnings.catch_warnings():
         warnings.simplefilter("error", HeavyHeadWarning)  # the shipped net's head is small: no warning
-        to.stream(to.models.ppg_hr(pretrained=True), window=256, hop=64)
+        from thinkonce.models import ppg_hr
+
+        to.stream(ppg_hr(pretrained=True), window=256, hop=64)
