@@ -28,7 +28,7 @@ from .state import State
 if TYPE_CHECKING:  # pragma: no cover
     from .stream import Stream
 
-BACKENDS = ("eager", "compiled", "onnx")
+BACKENDS = ("eager", "compiled", "onnx", "native")
 
 
 class _StepModule(nn.Module):
@@ -62,7 +62,7 @@ class TracedSteps:
     max_graphs = 64
 
     def __init__(self, stream: "Stream", kind: str) -> None:
-        if kind not in ("compiled", "onnx"):
+        if kind not in ("compiled", "onnx", "native"):
             raise ValueError(kind)
         self.stream = stream
         self.kind = kind
@@ -70,7 +70,7 @@ class TracedSteps:
         self.seen: dict[tuple, int] = {}
         self.lock = threading.Lock()
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
         key = self.stream._trace_key(x.shape[-1], state)
         if key is None:
             return self.stream._step_impl(x, state)
@@ -102,7 +102,7 @@ class TracedSteps:
                         self.seen[key] = count
             if fn is None:
                 return self.stream._step_impl(x, state)
-        return fn(x, state)
+        return _call(fn, x, state, donate)
 
     def _build(self, x: Tensor, state: State, probe: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
         """The graph for this key; ``probe`` is the new state the eager step returns for ``(x, state)``."""
@@ -159,6 +159,11 @@ def _check_against_eager(fn: Callable[[Tensor, State], tuple[Tensor, State]], x:
                 raise RuntimeError("the traced step disagrees with the eager step")
         elif not torch.equal(got, want):
             raise RuntimeError("the traced step disagrees with the eager step on counters")
+
+
+def _call(fn: Callable[..., tuple[Tensor, State]], x: Tensor, state: State, donate: bool) -> tuple[Tensor, State]:
+    """Call a built step; only native steps take ``donate`` (the others never write into their inputs)."""
+    return fn(x, state, donate) if donate and getattr(fn, "takes_donate", False) else fn(x, state)
 
 
 def fold_static_shapes(graph: torch._C.Graph) -> int:

@@ -29,6 +29,18 @@ from .window import WindowSpec, approximate_window_forward, extended_window_forw
 EDGES = ("exact", "stale")
 
 
+def _make_backend(stream: "Stream", backend: str) -> TracedSteps | None:
+    """The per-key step builder of a backend (None: eager; native without a compiler: eager, warned)."""
+    if backend == "eager":
+        return None
+    if backend == "native":
+        from ..native.backend import NativeSteps, toolchain_or_warn
+
+        tc = toolchain_or_warn()
+        return NativeSteps(stream, tc) if tc is not None else None
+    return TracedSteps(stream, backend)
+
+
 def _all_finite(x: Tensor) -> bool:
     """Whether ``x`` holds no NaN/Inf. A NaN or Inf makes the sum non-finite, so one reduction and
     one scalar read settle the common case (~2 us, a third of ``isfinite().all()``); only a
@@ -173,7 +185,7 @@ class Stream:
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
-        self._traced = TracedSteps(self, backend) if backend != "eager" else None
+        self._traced = _make_backend(self, backend)
 
     # ------------------------------------------------------------------ construction helpers
     def _check_batch_first(self, example: Tensor) -> None:
@@ -358,22 +370,24 @@ class Stream:
             )
 
     # ------------------------------------------------------------------ stepping
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
         """Feed ``x`` (batch, channels, n) with any n >= 0; returns the new outputs and a new state.
 
         The input state is left unchanged (replaying a step from it gives the same result). A rejected
-        chunk raises before anything is computed. Runs without autograd.
+        chunk raises before anything is computed. Runs without autograd. ``donate=True`` hands the input
+        state over: the native backend may then write the new state into its tensors (no allocation);
+        the caller must use only the returned state afterwards. Other backends ignore it.
         """
         self._check_chunk(x)
         self._check_state(state, x.shape[0])
         if torch.is_grad_enabled():  # entering no_grad costs a few us: only when it changes something
             with torch.no_grad():
-                return self._dispatch(x, state)
-        return self._dispatch(x, state)
+                return self._dispatch(x, state, donate)
+        return self._dispatch(x, state, donate)
 
-    def _dispatch(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def _dispatch(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
         if self._traced is not None:
-            return self._traced.step(x, state)
+            return self._traced.step(x, state, donate)
         return self._step_impl(x, state)
 
     def _step_impl(self, x: Tensor, state: State) -> tuple[Tensor, State]:
