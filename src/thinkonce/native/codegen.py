@@ -64,7 +64,7 @@ class Gen:
     # ------------------------------------------------------------------ naming
     def var(self, stem: str = "i") -> str:
         self._n += 1
-        return f"{stem}{self._n}"
+        return f"{stem}_{self._n}"
 
     def name(self, buf: Buf) -> str:
         self.used.add(buf.id)

@@ -280,3 +280,27 @@ def _sdpa(op: Op, g: Gen) -> str:
 
     return g.loops(tuple(lead), [tuple(q.strides[:nl]), tuple(k.strides[:nl]), tuple(v.strides[:nl]),
                                  tuple(out.strides[:nl])], body)
+
+
+@register_c_emitter("aten.constant_pad_nd")
+def _constant_pad(op: Op, g: Gen) -> str:
+    """Fill with the value, then copy the input's kept region (negative pads crop)."""
+    x, pad = op.args[0], list(op.args[1])
+    value = op.args[2] if len(op.args) > 2 else 0.0
+    out = op.outs[0]
+    nd = len(x.sizes)
+    lit = c_literal(value, out.buf.ctype)
+    code = [g.loops(out.sizes, [out.strides], lambda o: f"{g.elem(out, o[0])} = {lit};")]
+    src_off, dst_off, sizes = x.offset, out.offset, []
+    for d in range(nd):
+        k = nd - 1 - d
+        pl, pr = (pad[2 * k], pad[2 * k + 1]) if 2 * k + 1 < len(pad) else (0, 0)
+        lo = max(0, -pl)
+        hi = x.sizes[d] - max(0, -pr)
+        sizes.append(max(0, hi - lo))
+        src_off += lo * x.strides[d]
+        dst_off += max(0, pl) * out.strides[d]
+    src = View(x.buf, src_off, tuple(sizes), x.strides)
+    dst = View(out.buf, dst_off, tuple(sizes), out.strides)
+    code.append(_copy(g, dst, src))
+    return "\n".join(code)

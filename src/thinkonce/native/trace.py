@@ -52,7 +52,7 @@ class Buf:
 
     @property
     def name(self) -> str:
-        return f"b{self.id}"
+        return f"buf{self.id}"
 
 
 @dataclass(eq=False)
