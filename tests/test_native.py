@@ -93,15 +93,18 @@ def _reference_nets():
 
 
 @pytest.mark.parametrize("name,make,window,hop", _reference_nets(), ids=[n[0] for n in _reference_nets()])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_reference_nets_window_mode(name, make, window, hop, batch) -> None:
+def test_reference_nets_window_mode(name, make, window, hop) -> None:
+    """The three reference networks at their window/hop, batch 1 and 3, from a cold state. (The
+    streams' own self-check is skipped: the eager stream is the oracle here, and test_reference_nets
+    checks it against the model.)"""
     torch.manual_seed(0)
     model = make().eval()
-    eager = to.stream(model, window=window, hop=hop)
-    native = to.stream(model, window=window, hop=hop, backend="native")
+    eager = to.stream(model, window=window, hop=hop, check=False)
+    native = to.stream(model, window=window, hop=hop, backend="native", check=False)
     c = eager.input_frame_shape[0]
-    x = torch.randn(batch, c, window + 6 * hop)
-    _lockstep(eager, native, x, [window] + [hop] * 6)
+    for batch in (1, 3):
+        x = torch.randn(batch, c, window + 4 * hop)
+        _lockstep(eager, native, x, [window] + [hop] * 4)
 
 
 def test_donated_state_is_updated_in_place_with_the_same_values() -> None:

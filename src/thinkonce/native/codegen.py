@@ -179,13 +179,16 @@ typedef float vfu __attribute__((vector_size({nb}), aligned(4)));
 """
 
 
-def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: str = "tk_step",
-             static_storage: bool = False) -> CStep:
+def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: str = "tk_step") -> CStep:
     """C for the whole step. ``embed_consts``: constants become ``static const`` arrays in the source
     (the device export); otherwise they are passed by pointer (in-process: no multi-megabyte sources,
-    and one compiled library serves any weights of the same shapes)."""
+    and one compiled library serves any weights of the same shapes).
+
+    Each op is its own small ``noinline`` function declaring only the buffers it touches: the
+    compiler's optimiser then works on many small functions instead of one huge one (compile time
+    grows much faster than linearly with function size)."""
     g = Gen(trace, vector_width, embed_consts)
-    body: list[str] = []
+    pieces: list[tuple[str, str, set[int]]] = []  # (comment, code, buffers used)
     for op in _live_ops(trace):
         if op.inplace:
             for o in op.outs:
@@ -194,8 +197,11 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
         emit = emitter_for(op.name, op.packet)
         if emit is None:
             raise NotLowerable(f"no C emitter for {op.name}")
+        before = set(g.used)
+        g.used = set()
         code = emit(op, g)
-        body.append(f"/* {op.name} */\n{code}")
+        pieces.append((op.name, code, set(g.used)))
+        g.used |= before
     # outputs: y, then the new state entries the step changes
     outputs: list[tuple[str, View]] = [("y", trace.y)]
     passthrough = []
@@ -207,6 +213,8 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
         else:
             outputs.append((k, v))
     out_bufs, gather, staged, stages = [], [], [], []
+    before = set(g.used)
+    g.used = set()
     for k, v in outputs:
         ob = Buf(len(trace.bufs), "out", v.dtype, v.numel, key=k)
         trace.bufs.append(ob)
@@ -223,32 +231,46 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
     for ob, sb in zip(out_bufs, stages):
         if ob.numel:
             staged.append(f"memcpy({ob.name}, {sb.name}, {ob.numel} * sizeof({ob.ctype}));")
+    out_used = set(g.used)
+    g.used |= before
     tmps = [b for b in trace.bufs if b.kind == "tmp" and b.id in g.used]
     offsets, ws_bytes = _plan_workspace(tmps)
     reads = [b for b in trace.bufs if b.kind in ("input", "state") and b.id in g.used]
     consts = [b for b in trace.bufs if b.kind == "const" and b.id in g.used]
     params = reads + ([] if embed_consts else consts) + out_bufs
-    decl = []
-    for i, b in enumerate(params):
-        if embed_consts and b.kind == "const":
-            continue
-        qual = "const " if b.kind in ("input", "state", "const") else ""
-        decl.append(f"{qual}{b.ctype}* restrict {b.name} = ({qual}{b.ctype}*)p[{i}];")
-    decl.append(f"char* ws = (char*)p[{len(params)}];")
-    for b in tmps:
-        decl.append(f"{b.ctype}* restrict {b.name} = ({b.ctype}*)(ws + {offsets[b.id]});")
-    decl.append("(void)ws;")
+    index = {b.id: i for i, b in enumerate(params)}
+    by_id = {b.id: b for b in trace.bufs}
+    nws = len(params)
+
+    def decls(ids: set[int]) -> str:
+        lines = []
+        for i in sorted(ids):
+            b = by_id[i]
+            if b.kind == "tmp":
+                lines.append(f"{b.ctype}* restrict {b.name} = ({b.ctype}*)((char*)p[{nws}] + {offsets[b.id]});")
+            elif b.kind == "const" and embed_consts:
+                continue
+            else:
+                qual = "const " if b.kind in ("input", "state", "const") else ""
+                lines.append(f"{qual}{b.ctype}* restrict {b.name} = ({qual}{b.ctype}*)p[{index[b.id]}];")
+        return "\n".join(lines)
+
     head = ["#include <stdint.h>", "#include <string.h>", "#include <math.h>", ""]
     if vector_width:
         head.append(VECTOR_PRELUDE.format(nb=4 * vector_width))
     if embed_consts:
         for b in consts:
             head.append(const_array(b))
-    D = "\n".join(decl)
-    src = ("\n".join(head)
-           + f"\nstatic void {func}_ops(void* const* p) {{\n{D}\n" + "\n".join(body) + "\n}\n"
-           + f"\nvoid {func}(void* const* p) {{\n{func}_ops(p);\n{D}\n" + "\n".join(gather) + "\n}\n"
-           + f"\nvoid {func}_staged(void* const* p) {{\n{func}_ops(p);\n{D}\n" + "\n".join(staged) + "\n}\n")
+    attr = "__attribute__((noinline)) " if vector_width else ""
+    fns, calls = [], []
+    for i, (name, code, ids) in enumerate(pieces):
+        if not code.strip():
+            continue
+        fns.append(f"/* {name} */\nstatic {attr}void {func}_op{i}(void* const* p) {{\n{decls(ids)}\n{code}\n}}")
+        calls.append(f"{func}_op{i}(p);")
+    src = ("\n".join(head) + "\n" + "\n\n".join(fns) + "\n"
+           + f"\nvoid {func}(void* const* p) {{\n" + "\n".join(calls) + f"\n{decls(out_used)}\n" + "\n".join(gather) + "\n}\n"
+           + f"\nvoid {func}_staged(void* const* p) {{\n" + "\n".join(calls) + f"\n{decls(out_used)}\n" + "\n".join(staged) + "\n}\n")
     return CStep(src, params, outputs, passthrough, ws_bytes, consts, func)
 
 

@@ -110,19 +110,28 @@ def _tile(g: Gen, T: int, nv: int, pbase: int, q0: str, P: int, vw: int, Pp: int
             inner.append(f"{acc[t][j]} += {ws[j]} * {xv};")
     inner.append(f"{wp} += {Pp};")
     lines.append(red_loops("\n".join(inner)))
+    # stores: vector stores where the output is contiguous along p; otherwise through a tile buffer
+    # and one loop nest (T x NV scatter loops would multiply code size and compile time)
+    tb = None
+    pending = []
+    direct = store_vec is not None and pbase + nv * vw <= P and store_vec("0", "0") is not None
     for t in range(T):
         q = f"({q0} + {t})"
         for j in range(nv):
             p0 = pbase + j * vw
-            vec = store_vec(str(p0), q) if store_vec is not None and p0 + vw <= P else None
-            if vec is not None:
-                lines.append(f"*(vfu*)({vec}) = {acc[t][j]};")
-                continue
-            lanes = min(vw, P - p0)
-            if lanes <= 0:
-                continue
-            lv = g.var("l")
-            lines.append(f"for (int {lv} = 0; {lv} < {lanes}; {lv}++) {{ {store(f'({p0} + {lv})', q, f'{acc[t][j]}[{lv}]')} }}")
+            if direct:
+                lines.append(f"*(vfu*)({store_vec(str(p0), q)}) = {acc[t][j]};")
+            elif P - p0 > 0:
+                pending.append((t, j))
+    if pending:
+        tb = g.var("tile")
+        lines.append(f"float {tb}[{T}][{nv * vw}] __attribute__((aligned(64)));")
+        for t, j in pending:
+            lines.append(f"*(vf*)&{tb}[{t}][{j * vw}] = {acc[t][j]};")
+        tv, pv = g.var("t"), g.var("p")
+        lanes = min(nv * vw, P - pbase)
+        lines.append(f"for (int {tv} = 0; {tv} < {T}; {tv}++) for (int {pv} = 0; {pv} < {lanes}; {pv}++) "
+                     f"{{ {store(f'({pbase} + {pv})', f'({q0} + {tv})', f'{tb}[{tv}][{pv}]')} }}")
     return "\n".join(lines)
 
 
