@@ -53,8 +53,10 @@ class CStep:
 class Gen:
     """Writes C for one trace; emitters call its helpers."""
 
-    def __init__(self, trace: Trace, vector_width: int, embed_consts: bool = False) -> None:
+    def __init__(self, trace: Trace, vector_width: int, embed_consts: bool = False,
+                 const_pool: "ConstPool | None" = None) -> None:
         self.trace = trace
+        self.pool = const_pool
         self.vw = vector_width
         self.embed = embed_consts
         self.used: set[int] = set()
@@ -68,6 +70,8 @@ class Gen:
 
     def name(self, buf: Buf) -> str:
         self.used.add(buf.id)
+        if self.pool is not None and buf.kind == "const":
+            return self.pool.name(buf)
         return buf.name
 
     def elem(self, v: View, off: str = "0") -> str:
@@ -179,7 +183,28 @@ typedef float vfu __attribute__((vector_size({nb}), aligned(4)));
 """
 
 
-def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: str = "tk_step") -> CStep:
+class ConstPool:
+    """Constants shared by several generated steps (the device export): one array per distinct content."""
+
+    def __init__(self) -> None:
+        self.names: dict[tuple, str] = {}
+        self.arrays: list[Buf] = []
+
+    def name(self, buf: Buf) -> str:
+        assert buf.data is not None
+        key = (str(buf.dtype), buf.numel, buf.data.numpy().tobytes())
+        n = self.names.get(key)
+        if n is None:
+            n = self.names[key] = f"tk_w{len(self.arrays)}"
+            self.arrays.append(Buf(len(self.arrays), "const", buf.dtype, buf.numel, buf.data))
+        return n
+
+    def source(self) -> str:
+        return "\n".join(const_array(b, n) for b, n in zip(self.arrays, self.names.values()))
+
+
+def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: str = "tk_step",
+             const_pool: ConstPool | None = None, prelude: bool = True) -> CStep:
     """C for the whole step. ``embed_consts``: constants become ``static const`` arrays in the source
     (the device export); otherwise they are passed by pointer (in-process: no multi-megabyte sources,
     and one compiled library serves any weights of the same shapes).
@@ -187,7 +212,7 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
     Each op is its own small ``noinline`` function declaring only the buffers it touches: the
     compiler's optimiser then works on many small functions instead of one huge one (compile time
     grows much faster than linearly with function size)."""
-    g = Gen(trace, vector_width, embed_consts)
+    g = Gen(trace, vector_width, embed_consts, const_pool)
     pieces: list[tuple[str, str, set[int]]] = []  # (comment, code, buffers used)
     for op in _live_ops(trace):
         if op.inplace:
@@ -255,10 +280,10 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
                 lines.append(f"{qual}{b.ctype}* restrict {b.name} = ({qual}{b.ctype}*)p[{index[b.id]}];")
         return "\n".join(lines)
 
-    head = ["#include <stdint.h>", "#include <string.h>", "#include <math.h>", ""]
-    if vector_width:
+    head = ["#include <stdint.h>", "#include <string.h>", "#include <math.h>", ""] if prelude else []
+    if vector_width and prelude:
         head.append(VECTOR_PRELUDE.format(nb=4 * vector_width))
-    if embed_consts:
+    if embed_consts and const_pool is None:
         for b in consts:
             head.append(const_array(b))
     attr = "__attribute__((noinline)) " if vector_width else ""
@@ -282,7 +307,7 @@ def _contig_strides(sizes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def const_array(b: Buf) -> str:
+def const_array(b: Buf, name: str | None = None) -> str:
     """``static const`` C array of a constant buffer (hex floats: bit-exact)."""
     assert b.data is not None
     vals = b.data.tolist()
@@ -291,4 +316,4 @@ def const_array(b: Buf) -> str:
     else:
         items = [str(int(v)) for v in vals]
     rows = [", ".join(items[i:i + 8]) for i in range(0, len(items), 8)] or ["0"]
-    return f"static const {b.ctype} {b.name}[{max(len(items), 1)}] = {{\n  " + ",\n  ".join(rows) + "\n};"
+    return f"static const {b.ctype} {name or b.name}[{max(len(items), 1)}] = {{\n  " + ",\n  ".join(rows) + "\n};"

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..errors import StreamInputError, ThinkonceError, UnsupportedNodeError
 from .convert import Converter, Plan
 from .program import Program
-from .backends import BACKENDS, TracedSteps, export_step
+from .backends import BACKENDS, TracedSteps, export_step, resolve_backend
 from .exported import as_module
 from .check import self_check
 from .frontend import copy_model
@@ -31,6 +31,7 @@ EDGES = ("exact", "stale")
 
 def _make_backend(stream: "Stream", backend: str) -> TracedSteps | None:
     """The per-key step builder of a backend (None: eager; native without a compiler: eager, warned)."""
+    backend = resolve_backend(backend)
     if backend == "eager":
         return None
     if backend == "native":
@@ -450,6 +451,16 @@ class Stream:
         return {"inputs": [i.name for i in merged.graph.input], "outputs": outs, "chunk": n, "warmup": warm,
                 "phases": phases}
 
+    def export_c(self, directory: str, chunk: int | None = None, portable: bool = True) -> dict[str, Any]:
+        """Write the stream as self-contained C for a device: ``tk_model.h``/``tk_model.c`` (weights as
+        ``static const`` arrays, the state as a struct of documented size, ``tk_model_init`` and
+        ``tk_model_step``; no allocation, only ``memcpy`` and ``math.h``) and a ``main.c`` example that
+        reads samples from stdin. Steps of ``chunk`` samples (default: the hop, or the stride period)
+        from a cold state. ``portable=False`` uses this machine's vector extensions (GCC/Clang)."""
+        from ..native.export import export_c
+
+        return export_c(self, directory, chunk=chunk, portable=portable)
+
     @property
     def warmup(self) -> int:
         """Samples after which every step of a period-multiple chunk has the same state layout."""
@@ -617,8 +628,10 @@ def stream(
     ``window=None``: continuous mode, exact against ``model(signal)``. ``window=W, hop=H``: window mode
     (StreamiNNC); ``edge="exact"`` recomputes the few right-edge frames that zero padding made
     provisional, ``edge="stale"`` reuses them as the paper's code does (cheaper, approximate).
-    ``backend``: ``"eager"`` (PyTorch ops from Python), ``"compiled"`` (each steady-state step traced and
-    frozen with TorchScript) or ``"onnx"`` (the same graph run by onnxruntime); same outputs and state.
+    ``backend``: ``"eager"`` (PyTorch ops from Python), ``"native"`` (each steady-state step as generated
+    C, compiled with the system compiler), ``"compiled"`` (the fastest in-process backend available:
+    native with a C compiler, else eager) or ``"onnx"`` (the step graph run by onnxruntime); same
+    outputs and state.
     ``allow_misaligned=True`` accepts a hop that breaks pooling alignment (for measuring its error; see
     :func:`thinkonce.stream.bounds.pooling_error_bound`) instead of raising :class:`AlignmentError`.
     ``check=True`` (default) runs the new stream on a random probe under a random chunking and raises
