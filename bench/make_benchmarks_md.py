@@ -240,7 +240,9 @@ def native_section(r: dict) -> list[str]:
     L = ["## Native backend (generated C)", "",
          f"Reproduce: `python bench/native.py` -> `results/bench_native.json`. {r['machine']['cpu']}, "
          f"{r['machine']['isa']}, `{' '.join(r['machine']['flags'])}`, 1 thread, batch 1, median of {r['rounds']} "
-         f"interleaved rounds. Measured single-thread FMA peak: {peak:.1f} GFLOP/s.{under}", "",
+         f"interleaved rounds. Measured single-thread FMA peak: {peak:.1f} GFLOP/s.{under} A distance to the "
+         "FMA limit below 1x means the peak itself was measured low (other jobs held the core while the FMA loop "
+         "ran): the limit column is only as good as that peak.", "",
          "| net | MAC ratio | native step (us) | native recompute (us) | ratio (efficiency) | ORT recompute (us) | "
          "step vs ORT | GFLOP/s step | FMA limit (us) | distance to limit | cold step (us) |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]

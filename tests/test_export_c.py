@@ -89,7 +89,7 @@ def test_cli_export_format_c(tmp_path) -> None:
     from thinkonce.cli import app
 
     out = tmp_path / "ppg_c"
-    r = CliRunner().invoke(app, ["export", "ppg", "--format", "c", "-o", str(out)])
+    r = CliRunner().invoke(app, ["export", "ppg_hr", "--format", "c", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "tk_model.c").exists() and (out / "tk_model.h").exists() and (out / "main.c").exists()
     assert "static const float" in (out / "tk_model.c").read_text()
