@@ -212,9 +212,11 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
     Each op is its own small ``noinline`` function declaring only the buffers it touches: the
     compiler's optimiser then works on many small functions instead of one huge one (compile time
     grows much faster than linearly with function size)."""
+    from .fuse import fuse
+
     g = Gen(trace, vector_width, embed_consts, const_pool)
     pieces: list[tuple[str, str, set[int]]] = []  # (comment, code, buffers used)
-    for op in _live_ops(trace):
+    for op in fuse(trace, _live_ops(trace)):
         if op.inplace:
             for o in op.outs:
                 if o is not None and o.buf.kind in ("input", "state", "const"):

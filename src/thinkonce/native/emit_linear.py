@@ -39,7 +39,7 @@ def pack(w: torch.Tensor, vw: int) -> tuple[torch.Tensor, int]:
 def wstat(g: Gen, P: int, Q: int, red: list[int], w: Buf, Pp: int, wbase: str,
           xelem: Callable[[list[str], str], str], store: Callable[[str, str, str], str],
           bias: Buf | None, bbase: str = "0",
-          store_vec: Callable[[str, str], str | None] | None = None) -> str:
+          store_vec: Callable[[str, str], str | None] | None = None, relu: bool = False) -> str:
     """``out[p, q] = bias[p] + sum_r W[r, p] * x(r, q)`` with ``r`` running over the nested ``red``
     extents; ``w`` is packed ``[r][Pp]``. ``xelem(rvars, q)`` and ``store(p, q, value)`` write C."""
     wn = g.name(w)
@@ -52,6 +52,10 @@ def wstat(g: Gen, P: int, Q: int, red: list[int], w: Buf, Pp: int, wbase: str,
             code = f"for (long {v} = 0; {v} < {n}; {v}++) {{\n{code}\n}}"
         return code
 
+    if relu:  # ReLU fused into the store (NaN stays NaN, as torch.relu keeps it)
+        plain_store = store
+        store = lambda p, q, v: plain_store(p, q, f"({v} < 0 ? 0.0f : {v})")
+        store_vec = None
     if not g.vw:
         p, q = g.var("p"), g.var("q")
         acc = g.var("acc")
@@ -188,7 +192,7 @@ def _convolution(op: Op, g: Gen) -> str:
         return f"&{g.elem(out, f'{bv}*{sob} + ({gv}*{COG} + {p})*{soc} + ({q})*{sot}')}" if soc == 1 else None
 
     kern = wstat(g, COG, n, [CIG, K], wbuf, Pp, f"{gv}*{CIG * K * Pp}", xelem, store, bbuf,
-                 f"{gv}*{Pp}", store_vec)
+                 f"{gv}*{Pp}", store_vec, relu=bool(op.meta.get("relu")))
     return pre + f"\nfor (long {bv} = 0; {bv} < {B}; {bv}++) for (long {gv} = 0; {gv} < {groups}; {gv}++) {{\n{kern}\n}}"
 
 
@@ -242,7 +246,8 @@ def _addmm(op: Op, g: Gen) -> str:
                 raise NotLowerable("addmm with a bias that varies along both axes")
         sbk, sbn = Bm.strides
         return wstat(g, M, N, [K], wb, Pp, "0", lambda r, q: g.elem(Bm, f"{r[0]}*{sbk} + ({q})*{sbn}"),
-                     lambda p, q, v: f"{g.elem(out, f'({p})*{som} + ({q})*{son}')} = {v};", bvec or None)
+                     lambda p, q, v: f"{g.elem(out, f'({p})*{som} + ({q})*{son}')} = {v};", bvec or None,
+                     relu=bool(op.meta.get("relu")))
     if Bm.buf.kind == "const" and Bm.buf.data is not None:
         # P = N (vectorised over B's columns), Q = M; x(r, q) = A[q, r]
         wk, Pp = pack(Gen.const_value(Bm).float() * alpha, g.vw)
@@ -255,7 +260,11 @@ def _addmm(op: Op, g: Gen) -> str:
         sv = (lambda p, q: f"&{g.elem(out, f'({q})*{som} + ({p})')}") if son == 1 else None
         return wstat(g, N, M, [K], wb, Pp, "0", lambda r, q: g.elem(A, f"({q})*{sam} + {r[0]}*{sak}"),
                      lambda p, q, v: f"{g.elem(out, f'({q})*{som} + ({p})*{son}')} = {v};", bvec or None,
-                     store_vec=sv)
+                     store_vec=sv, relu=bool(op.meta.get("relu")))
+    if op.meta.get("relu"):
+        from .trace import NotLowerable as _NL
+
+        raise _NL("ReLU fused into a matrix product without a constant side")
     return _generic_mm(g, A, Bm, out, bias, beta, alpha)
 
 
