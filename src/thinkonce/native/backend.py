@@ -61,7 +61,8 @@ class NativeSteps(TracedSteps):
     """Per-key native steps, built lazily (on a key's second occurrence) and cached like traced graphs."""
 
     def __init__(self, stream: "Stream", tc: Toolchain) -> None:
-        super().__init__(stream, "native")
+        super().__init__(stream._step_impl, stream._trace_key, "native")
+        self.stream = stream
         self.tc = tc
 
     def _build(self, x: Tensor, state: State, probe: State) -> Callable[..., tuple[Tensor, State]]:
