@@ -40,9 +40,13 @@ def _layout(state: dict[str, torch.Tensor]) -> tuple[dict[str, tuple[int, int, t
 
 
 def _signature(stream: "Stream", state: dict[str, torch.Tensor], modulus: int) -> tuple:
+    """What a step's control flow depends on: the clock phase, the state's shapes, and the integer
+    entries (fill counters, skips) the eager step reads back as Python ints."""
     t = int(state["@t"][0])
     phase = t % modulus if t >= stream.warmup else ("warm", t)
-    return phase, tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(state.items()))
+    ints = tuple((k, tuple(v.reshape(-1).tolist())) for k, v in sorted(state.items())
+                 if k != "@t" and not v.is_floating_point())
+    return phase, tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(state.items())), ints
 
 
 def export_c(stream: "Stream", directory: str | Path, chunk: int | None = None, portable: bool = True,
