@@ -176,6 +176,9 @@ def render(result: dict) -> str:
     from gating_md import section as gating_section  # parsimonious inference (issue 10)
 
     L += gating_section(ROOT)
+    native = _native_result()
+    if native is not None:
+        L += native_section(native)
     warm = result.get("warmup")
     if warm:
         L += ["## First use of a fresh compiled / ONNX stream", "",
@@ -327,6 +330,50 @@ def cluster_section(c: dict) -> list[str]:
               "gateways batch chunks (`submit_many`) as the driver does here, since one HTTP request per chunk costs "
               "more than stepping it.", ""]
     return L
+
+
+def _native_result() -> dict | None:
+    p = ROOT / "results" / "bench_native.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def native_section(r: dict) -> list[str]:
+    """The native backend against its targets (results/bench_native.json, bench/native.py)."""
+    t = r["targets"]
+    peak = r["fma_peak"]["gflops_median"]
+    under = " Measured under load (load average above half the cores): ratios are side by side in one process." \
+        if r.get("measured_under_load") else ""
+    L = ["## Native backend (generated C)", "",
+         f"Reproduce: `python bench/native.py` -> `results/bench_native.json`. {r['machine']['cpu']}, "
+         f"{r['machine']['isa']}, `{' '.join(r['machine']['flags'])}`, 1 thread, batch 1, median of {r['rounds']} "
+         f"interleaved rounds. Measured single-thread FMA peak: {peak:.1f} GFLOP/s.{under} A distance to the "
+         "FMA limit below 1x means the peak itself was measured low (other jobs held the core while the FMA loop "
+         "ran): the limit column is only as good as that peak.", "",
+         "| net | MAC ratio | native step (us) | native recompute (us) | ratio (efficiency) | ORT recompute (us) | "
+         "step vs ORT | GFLOP/s step | FMA limit (us) | distance to limit | cold step (us) |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, d in r["nets"].items():
+        w, us = d["warm"], d["us"]
+        L.append(f"| {n} ({d['window']}/{d['hop']}) | {d['mac_ratio']:.2f} | {us['native_step']['warm']:.1f} | "
+                 f"{us['native_recompute']['warm']:.1f} | {w['step_vs_native_recompute']:.2f} ({w['efficiency']:.2f}) | "
+                 f"{us['onnxrt_recompute']['warm']:.1f} | {w['step_vs_onnxrt_recompute']:.2f}x | {w['gflops_step']:.1f} | "
+                 f"{w['fma_limit_us']:.1f} | {w['distance_to_fma_limit']:.2f}x | {us['native_step']['cold']:.1f} |")
+    L += ["", "Targets:", ""]
+    for n, d in r["nets"].items():
+        w = d["warm"]
+        L.append(f"- {n}: step vs native recompute {w['efficiency']:.2f} x MAC ratio (target >= "
+                 f"{t['step_vs_native_recompute_x_mac_ratio']}): {'met' if w['efficiency'] >= t['step_vs_native_recompute_x_mac_ratio'] else 'NOT met'}; "
+                 f"vs ORT recompute {w['step_vs_onnxrt_recompute']:.2f}x (target >= {t['step_vs_onnxrt_recompute']}): "
+                 f"{'met' if w['step_vs_onnxrt_recompute'] >= t['step_vs_onnxrt_recompute'] else 'NOT met'}; "
+                 f"distance to FMA limit {w['distance_to_fma_limit']:.2f}x (target <= {t['distance_to_fma_limit']}): "
+                 f"{'met' if w['distance_to_fma_limit'] <= t['distance_to_fma_limit'] else 'NOT met'}")
+    a = r.get("anchor_hop1")
+    if a:
+        L.append(f"- anchor trunk, hop 1: {a['us_per_sample_stream_step']:.1f} us/sample through `Stream.step` "
+                 f"(donate=True), {a['us_per_sample_native_call']:.1f} us calling the compiled step directly "
+                 f"(target <= {t['anchor_hop1_us_per_sample']}): "
+                 f"{'met' if a['us_per_sample_native_call'] <= t['anchor_hop1_us_per_sample'] else 'NOT met'}")
+    return L + [""]
 
 
 def write(json_path: Path | str, md_path: Path | str) -> None:

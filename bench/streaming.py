@@ -261,7 +261,9 @@ def thinkonce_window_contenders(model: nn.Module, spec: NetSpec, batch: int, bac
 
 
 def compiled_recompute(model: nn.Module, spec: NetSpec, batch: int) -> Contender:
-    """The compiled backend recomputing every window: thinkonce at hop = window.
+    """The compiled backend recomputing every window: thinkonce at hop = window. "compiled" is the
+    native backend (generated C) where a C compiler exists, so this is the native window recompute:
+    the same generator at hop = window.
 
     Same kernels, same traced and shape-folded graph, same validation as ``thinkonce_compiled``; the
     only difference is that nothing is reused (each call computes every frame of a fresh window), so
@@ -279,7 +281,7 @@ def compiled_recompute(model: nn.Module, spec: NetSpec, batch: int) -> Contender
         call()
     return Contender("recompute_compiled", "recompute", call, 1, macs, 0, 0,
                      f"to.stream(model, window={spec.window}, hop={spec.window}, backend='compiled').step: "
-                     "thinkonce's compiled kernels over every frame of each window (no reuse)",
+                     "thinkonce's compiled (native C) kernels over every frame of each window (no reuse)",
                      "every window computed afresh")
 
 

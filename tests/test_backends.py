@@ -1,4 +1,5 @@
-"""Backends (eager, compiled, onnx) give the same outputs and states; the exported ONNX step runs."""
+"""Backends (eager, compiled = native C where a compiler exists, onnx) give the same outputs and states;
+the exported ONNX step runs."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def test_backends_get_a_step_and_a_key_function() -> None:
         calls.append(x.shape[-1])
         return x * 2, dict(state)
 
-    ts = TracedSteps(step, lambda n, st: None, "compiled")  # warm-up keys: always the eager step
+    ts = TracedSteps(step, lambda n, st: None, "onnx")  # warm-up keys: always the eager step
     y, _ = ts.step(torch.ones(1, 1, 3), {"@t": torch.zeros(1, dtype=torch.int64)})
     assert calls == [3] and torch.equal(y, torch.full((1, 1, 3), 2.0))
     with pytest.raises(ValueError):

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 import thinkonce as to
 from thinkonce.stream import kernels
-from thinkonce.stream.backends import fold_static_shapes
 
 TOL = 1e-5
 
@@ -62,19 +61,6 @@ def test_conv1d_takes_the_fast_paths_only_where_meant():
         wg = torch.randn(4, 2, 3)
         gg = torch.jit.trace(lambda x: kernels.conv1d(x, wg, None, 1, 2, 2), (torch.randn(1, 4, 20),))
         assert "aten::_convolution" in {n.kind() for n in gg.graph.nodes()}
-
-
-def test_fold_static_shapes_removes_shape_arithmetic_and_keeps_results():
-    def f(x):
-        n = x.shape[2] - 2
-        return x.narrow(2, 1, n) * x.shape[1]
-
-    x = torch.randn(2, 3, 10)
-    tr = torch.jit.trace(f, (x,))
-    assert any(n.kind() == "aten::size" for n in tr.graph.nodes())
-    assert fold_static_shapes(tr.graph) > 0
-    assert not any(n.kind() == "aten::size" for n in tr.graph.nodes())
-    assert torch.equal(tr(x), f(x))
 
 
 def test_dilated_stream_backends_agree_with_model():

@@ -469,15 +469,31 @@ def export_cmd(
     edge: str = typer.Option("exact", help="exact | stale"),
     channels: int = _CHANNELS,
     chunk: int = typer.Option(None, min=1, help="samples per step call (default: the hop); any size, the phase is in the state"),
+    format: str = typer.Option("onnx", "--format", help="onnx (one step graph) | c (C99 source for a device, -o is a directory)"),
+    portable: bool = typer.Option(True, "--portable/--native-vectors", help="C: plain C99, or this CPU's vector extensions"),
 ) -> None:
-    """Export a window stream's step to ONNX with its state as explicit inputs and outputs."""
+    """Export a window stream's step to ONNX (state as explicit inputs and outputs) or to C."""
     from . import stream as make_stream
     from ._optional import require
 
+    if format not in ("onnx", "c"):
+        err_console.print(f"[red]Error:[/] --format must be onnx or c, got {format!r}")
+        raise typer.Exit(2)
     with _clean_errors():
-        require("onnx", "onnx", "ONNX export")
         m = load_model(model, arch, channels, window)
         w, h = _window_hop(m, window, hop)
+        if format == "c":
+            out_dir = output if output != Path("step.onnx") else Path("step_c")
+            with _quiet_torch():
+                s = make_stream(m.model, window=w, hop=h, edge=edge)
+                info = s.export_c(str(out_dir), chunk=chunk, portable=portable)
+            console.print(
+                f"wrote [bold]{out_dir}[/]: {', '.join(info['files'])}; chunk {info['chunk']} samples, "
+                f"{info['steps']} step function(s), state {info['state_bytes']} bytes; build: "
+                f"cc -O2 {out_dir}/main.c {out_dir}/tk_model.c -lm"
+            )
+            return
+        require("onnx", "onnx", "ONNX export")
         with _quiet_torch():
             s = make_stream(m.model, window=w, hop=h, edge=edge)
             info = s.export_onnx(str(output), chunk=chunk)

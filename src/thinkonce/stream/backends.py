@@ -1,11 +1,13 @@
-"""Step backends: the same step, run by eager PyTorch, by TorchScript, or by onnxruntime.
+"""Step backends: the same step, run by eager PyTorch, by generated C, or by onnxruntime.
 
 Eager PyTorch spends most of a small step in per-op Python overhead. A step's control flow depends
 only on the chunk length and on the stream's phase (samples seen modulo the stride period, and where
 the window ends fall), never on the data; so for each such *key* the step is traced once into a
 static graph of tensor ops, with the state tensors as explicit inputs and outputs:
 
-* ``"compiled"`` - the traced graph frozen by TorchScript (runs in-process, no Python per op);
+* ``"native"``   - the recorded step lowered to C, compiled and called in-process (:mod:`thinkonce.native`);
+* ``"compiled"`` - an alias of the fastest in-process backend available: ``"native"`` where a C
+  compiler exists, else ``"eager"`` (it was TorchScript, which torch 2.13 deprecates);
 * ``"onnx"``     - the traced graph exported to ONNX (opset 17, dynamic batch) and run by onnxruntime.
 
 Keys that occur only during warm-up fall back to the eager step, so outputs and state layout are
@@ -29,7 +31,16 @@ from torch import Tensor
 
 from .state import State
 
-BACKENDS = ("eager", "compiled", "onnx")
+BACKENDS = ("eager", "compiled", "onnx", "native")
+
+
+def resolve_backend(backend: str) -> str:
+    """The backend that runs: ``"compiled"`` means native where a C compiler exists, else eager."""
+    if backend != "compiled":
+        return backend
+    from ..native.backend import available
+
+    return "native" if available() else "eager"
 
 #: the pure step function a backend traces: ``(x, state) -> (y, new_state)``
 StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
@@ -55,7 +66,7 @@ class _StepModule(nn.Module):
 
 
 class TracedSteps:
-    """Per-key traced steps (TorchScript or onnxruntime), created lazily and cached.
+    """Per-key built steps (onnxruntime graphs; native C steps subclass it), created lazily and cached.
 
     Building a graph costs ~0.1-1 s, so a key is traced only when it comes back (a fixed hop or chunk
     size repeats every period; a one-off chunk length runs eagerly), and at most ``max_graphs`` keys
@@ -68,7 +79,7 @@ class TracedSteps:
     max_graphs = 64
 
     def __init__(self, step: StepFn, key: KeyFn, kind: str) -> None:
-        if kind not in ("compiled", "onnx"):
+        if kind not in ("onnx", "native"):
             raise ValueError(kind)
         self.eager, self.key = step, key
         self.kind = kind
@@ -76,7 +87,7 @@ class TracedSteps:
         self.seen: dict[tuple, int] = {}
         self.lock = threading.Lock()
 
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
         key = self.key(x.shape[-1], state)
         if key is None:
             return self.eager(x, state)
@@ -108,7 +119,7 @@ class TracedSteps:
                         self.seen[key] = count
             if fn is None:
                 return self.eager(x, state)
-        return fn(x, state)
+        return _call(fn, x, state, donate)
 
     def _build(self, x: Tensor, state: State, probe: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
         """The graph for this key; ``probe`` is the new state the eager step returns for ``(x, state)``."""
@@ -119,31 +130,6 @@ class TracedSteps:
         keys_out = sorted(k for k in probe if k not in passthrough)
         mod = _StepModule(self.eager, keys_in, keys_out).eval()
         args = (x, *[state[k] for k in keys_in])
-        if self.kind == "compiled":
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(mod, args, check_trace=False)
-                fold_static_shapes(traced.graph)
-                traced = torch.jit.freeze(traced)
-                # entries the graph never reads (counters only read as Python ints, fixed by the key) are
-                # not passed at all: re-trace with them bound to their traced values
-                graph_inputs = list(traced.graph.inputs())[2:]  # after self and x
-                unused = [k for k, v in zip(keys_in, graph_inputs) if not v.uses()]
-                if unused:
-                    keys_in = [k for k in keys_in if k not in unused]
-                    mod = _StepModule(self.eager, keys_in, keys_out, {k: state[k] for k in unused}).eval()
-                    traced = torch.jit.trace(mod, (x, *[state[k] for k in keys_in]), check_trace=False)
-                    fold_static_shapes(traced.graph)
-                    traced = torch.jit.freeze(traced)
-
-            def run(x: Tensor, state: State) -> tuple[Tensor, State]:
-                out = traced(x, *[state[k] for k in keys_in])
-                new = dict(zip(keys_out, out[1:]))
-                for k in passthrough:
-                    new[k] = state[k]
-                return out[0], new
-
-            return run
         return _onnx_runner(mod, args, keys_in, keys_out, passthrough)
 
 
@@ -167,39 +153,9 @@ def _check_against_eager(fn: Callable[[Tensor, State], tuple[Tensor, State]], x:
             raise RuntimeError("the traced step disagrees with the eager step on counters")
 
 
-def fold_static_shapes(graph: torch._C.Graph) -> int:
-    """Replace ``aten::size`` of tensors whose shape the trace recorded by constants; returns how many.
-
-    The tracer keeps every shape read as a live ``aten::size`` and replays the arithmetic done on it
-    (one step of the PPG network: ~60 sizes, ~250 integer ops, a third of the step's time). A traced
-    step is specialised to one key (chunk length, phase, batch), so its shapes are fixed: folding them
-    lets constant propagation delete that arithmetic.
-    """
-    folded = 0
-    for node in list(graph.nodes()):
-        if node.kind() != "aten::size":
-            continue
-        ins = list(node.inputs())
-        ttype = ins[0].type()
-        if not isinstance(ttype, torch._C.TensorType):
-            continue
-        sizes = ttype.sizes()
-        if sizes is None or any(v is None for v in sizes):
-            continue
-        if len(ins) == 2:
-            dim = ins[1].toIValue()
-            if dim is None:
-                continue
-            value: Any = sizes[dim]
-        else:
-            value = list(sizes)
-        graph.setInsertPoint(node)
-        node.output().replaceAllUsesWith(graph.insertConstant(value))
-        folded += 1
-    graph.setInsertPoint(graph.return_node())
-    torch._C._jit_pass_constant_propagation(graph)
-    torch._C._jit_pass_dce(graph)
-    return folded
+def _call(fn: Callable[..., tuple[Tensor, State]], x: Tensor, state: State, donate: bool) -> tuple[Tensor, State]:
+    """Call a built step; only native steps take ``donate`` (the others never write into their inputs)."""
+    return fn(x, state, donate) if donate and getattr(fn, "takes_donate", False) else fn(x, state)
 
 
 def export_step(step: StepFn, chunk: Tensor, state: State, f: Any, opset: int = 17,

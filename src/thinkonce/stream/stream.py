@@ -20,7 +20,7 @@ from torch import Tensor
 from ..errors import StreamInputError, ThinkonceError, UnsupportedNodeError
 from .convert import Converter, Plan
 from .program import Program
-from .backends import BACKENDS, TracedSteps, export_step
+from .backends import BACKENDS, TracedSteps, export_step, resolve_backend
 from .exported import as_module
 from .check import self_check
 from .clock import Clock
@@ -29,6 +29,19 @@ from .state import Field, State, StateSpec, fingerprint, state_batch
 from .window import WindowSpec, approximate_window_forward, extended_window_forward, window_spec
 
 EDGES = ("exact", "stale")
+
+
+def _make_backend(stream: "Stream", backend: str) -> TracedSteps | None:
+    """The per-key step builder of a backend (None: eager; native without a compiler: eager, warned)."""
+    backend = resolve_backend(backend)
+    if backend == "eager":
+        return None
+    if backend == "native":
+        from ..native.backend import NativeSteps, toolchain_or_warn
+
+        tc = toolchain_or_warn()
+        return NativeSteps(stream, tc) if tc is not None else None
+    return TracedSteps(stream._step_impl, stream._trace_key, backend)
 
 
 def _all_finite(x: Tensor) -> bool:
@@ -193,7 +206,7 @@ class Stream:
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
-        self._traced = TracedSteps(self._step_impl, self._trace_key, backend) if backend != "eager" else None
+        self._traced = _make_backend(self, backend)
 
     # ------------------------------------------------------------------ construction helpers
     def _fingerprint(self) -> int:
@@ -532,22 +545,24 @@ class Stream:
             )
 
     # ------------------------------------------------------------------ stepping
-    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
         """Feed ``x`` (batch, channels, n) with any n >= 0; returns the new outputs and a new state.
 
         The input state is left unchanged (replaying a step from it gives the same result). A rejected
-        chunk raises before anything is computed. Runs without autograd.
+        chunk raises before anything is computed. Runs without autograd. ``donate=True`` hands the input
+        state over: the native backend may then write the new state into its tensors (no allocation);
+        the caller must use only the returned state afterwards. Other backends ignore it.
         """
         self._check_chunk(x)
         self._check_state(state, x.shape[0])
         if torch.is_grad_enabled():  # entering no_grad costs a few us: only when it changes something
             with torch.no_grad():
-                return self._dispatch(x, state)
-        return self._dispatch(x, state)
+                return self._dispatch(x, state, donate)
+        return self._dispatch(x, state, donate)
 
-    def _dispatch(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def _dispatch(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
         if self._traced is not None:
-            return self._traced.step(x, state)
+            return self._traced.step(x, state, donate)
         return self._step_impl(x, state)
 
     def _step_impl(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -627,6 +642,16 @@ class Stream:
             save_state(init_path, self.init_state(1), chunk=n, onnx=Path(p).name)
             info["init_state"] = init_path
         return info
+
+    def export_c(self, directory: str, chunk: int | None = None, portable: bool = True) -> dict[str, Any]:
+        """Write the stream as self-contained C for a device: ``tk_model.h``/``tk_model.c`` (weights as
+        ``static const`` arrays, the state as a struct of documented size, ``tk_model_init`` and
+        ``tk_model_step``; no allocation, only ``memcpy`` and ``math.h``) and a ``main.c`` example that
+        reads samples from stdin. Steps of ``chunk`` samples (default: the hop, or the stride period)
+        from a cold state. ``portable=False`` uses this machine's vector extensions (GCC/Clang)."""
+        from ..native.export import export_c
+
+        return export_c(self, directory, chunk=chunk, portable=portable)
 
     @property
     def warmup(self) -> int:
@@ -808,8 +833,10 @@ def stream(
     ``window=None``: continuous mode, exact against ``model(signal)``. ``window=W, hop=H``: window mode
     (StreamiNNC); ``edge="exact"`` recomputes the few right-edge frames that zero padding made
     provisional, ``edge="stale"`` reuses them as the paper's code does (cheaper, approximate).
-    ``backend``: ``"eager"`` (PyTorch ops from Python), ``"compiled"`` (each steady-state step traced and
-    frozen with TorchScript) or ``"onnx"`` (the same graph run by onnxruntime); same outputs and state.
+    ``backend``: ``"eager"`` (PyTorch ops from Python), ``"native"`` (each steady-state step as generated
+    C, compiled with the system compiler), ``"compiled"`` (the fastest in-process backend available:
+    native with a C compiler, else eager) or ``"onnx"`` (the step graph run by onnxruntime); same
+    outputs and state.
     ``allow_misaligned=True`` accepts a hop that breaks pooling alignment (for measuring its error; see
     :func:`thinkonce.stream.bounds.pooling_error_bound`) instead of raising :class:`AlignmentError`.
     ``check=True`` (default) runs the new stream on a random probe under a random chunking and raises

@@ -1,0 +1,306 @@
+"""C emitters of the structural and normalising ops a step uses: ``cat``/``stack`` (ring buffers and
+window outputs), max/avg pooling, reductions (``mean``, ``sum``, ``amax``), BatchNorm in eval (a
+per-channel scale and shift computed here, in float64, once), LayerNorm and softmax (heads)."""
+
+from __future__ import annotations
+
+import torch
+
+from .codegen import Gen, broadcast_strides, c_literal
+from .registry import register_c_emitter
+from .trace import NotLowerable, Op, View
+
+
+def _copy(g: Gen, dst: View, src: View) -> str:
+    return g.loops(dst.sizes, [dst.strides, broadcast_strides(src, dst.sizes)],
+                   lambda o: f"{g.elem(dst, o[0])} = ({dst.buf.ctype}){g.elem(src, o[1])};")
+
+
+@register_c_emitter("aten.cat")
+def _cat(op: Op, g: Gen) -> str:
+    tensors = op.args[0]
+    dim = op.kwargs.get("dim", op.args[1] if len(op.args) > 1 else 0)
+    out = op.outs[0]
+    dim = dim % len(out.sizes)
+    parts, pos = [], 0
+    for t in tensors:
+        if t.numel == 0 and len(t.sizes) == 1:
+            continue  # legacy empty tensors are skipped by cat
+        n = t.sizes[dim]
+        if n:
+            sizes = list(out.sizes)
+            sizes[dim] = n
+            dst = View(out.buf, out.offset + pos * out.strides[dim], tuple(sizes), out.strides)
+            parts.append(_copy(g, dst, t))
+        pos += n
+    return "\n".join(parts)
+
+
+@register_c_emitter("aten.stack")
+def _stack(op: Op, g: Gen) -> str:
+    tensors = op.args[0]
+    dim = op.kwargs.get("dim", op.args[1] if len(op.args) > 1 else 0)
+    out = op.outs[0]
+    dim = dim % len(out.sizes)
+    parts = []
+    for i, t in enumerate(tensors):
+        sizes = out.sizes[:dim] + out.sizes[dim + 1:]
+        strides = out.strides[:dim] + out.strides[dim + 1:]
+        parts.append(_copy(g, View(out.buf, out.offset + i * out.strides[dim], sizes, strides), t))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------- pooling
+def _pairs(v, n: int = 2) -> list[int]:
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return v * n if len(v) == 1 else v
+
+
+def _pool(op: Op, g: Gen, kind: str) -> str:
+    x = op.args[0]
+    out = op.outs[0]
+    nd = 2 if "2d" in op.packet else 1
+    k = _pairs(op.args[1], nd)
+    s = _pairs(op.args[2] if len(op.args) > 2 and op.args[2] else k, nd)
+    p = _pairs(op.args[3] if len(op.args) > 3 else 0, nd)
+    if kind == "max":
+        d = _pairs(op.args[4] if len(op.args) > 4 else 1, nd)
+        count_pad, divisor = True, None
+    else:
+        d = [1] * nd
+        count_pad = bool(op.args[5]) if len(op.args) > 5 else True
+        divisor = op.args[6] if len(op.args) > 6 else None
+    lead = len(x.sizes) - nd
+    ins, outs_ = x.sizes[lead:], out.sizes[lead:]
+    xs_sp, os_sp = x.strides[lead:], out.strides[lead:]
+    ov = [g.var("o") for _ in range(nd)]
+    kv = [g.var("k") for _ in range(nd)]
+    acc, cnt, pos = g.var("acc"), g.var("cnt"), [g.var("pos") for _ in range(nd)]
+
+    def body(offs: list[str]) -> str:
+        xo, oo = offs[1], offs[0]
+        lines = [f"float {acc} = {'-INFINITY' if kind == 'max' else '0.0f'};", f"long {cnt} = 0;"]
+        inner = []
+        for i in range(nd):
+            inner.append(f"long {pos[i]} = {ov[i]}*{s[i]} - {p[i]} + {kv[i]}*{d[i]};")
+        cond = " || ".join(f"{pos[i]} < 0 || {pos[i]} >= {ins[i]}" for i in range(nd))
+        xe = g.elem(x, f"{xo} + " + " + ".join(f"{pos[i]}*{xs_sp[i]}" for i in range(nd)))
+        if kind == "max":
+            inner.append(f"if ({cond}) continue;\nfloat v = {xe};\nif (v > {acc} || v != v) {acc} = v;")
+        else:
+            inner.append(f"if ({cond}) continue;\n{acc} += {xe}; {cnt}++;")
+        loop = "\n".join(inner)
+        for i in reversed(range(nd)):
+            loop = f"for (long {kv[i]} = 0; {kv[i]} < {k[i]}; {kv[i]}++) {{\n{loop}\n}}"
+        lines.append(loop)
+        oe = g.elem(out, f"{oo} + " + " + ".join(f"{ov[i]}*{os_sp[i]}" for i in range(nd)))
+        if kind == "max":
+            lines.append(f"{oe} = {acc};")
+        else:
+            if divisor:
+                div = c_literal(divisor)
+            elif count_pad:
+                # PyTorch: the window clipped to the padded extent
+                terms = []
+                for i in range(nd):
+                    st = f"({ov[i]}*{s[i]} - {p[i]})"
+                    terms.append(f"(({st} + {k[i]} < {ins[i] + p[i]} ? {st} + {k[i]} : {ins[i] + p[i]}) - {st})")
+                div = "(float)(" + " * ".join(terms) + ")"
+            else:
+                div = f"(float){cnt}"
+            lines.append(f"{oe} = {acc} / {div};")
+        code = "\n".join(lines)
+        for i in reversed(range(nd)):
+            code = f"for (long {ov[i]} = 0; {ov[i]} < {outs_[i]}; {ov[i]}++) {{\n{code}\n}}"
+        return code
+
+    return g.loops(out.sizes[:lead], [out.strides[:lead], x.strides[:lead]], body) if lead else body(["0", "0"])
+
+
+@register_c_emitter("aten.max_pool2d_with_indices", "aten.max_pool1d_with_indices", "aten.max_pool2d",
+                    "aten.max_pool1d")
+def _maxpool(op: Op, g: Gen) -> str:
+    if len(op.args) > 5 and op.args[5]:
+        # ceil_mode only adds partial windows at the end: the recorded output size already has them
+        pass
+    return _pool(op, g, "max")
+
+
+@register_c_emitter("aten.avg_pool2d", "aten.avg_pool1d")
+def _avgpool(op: Op, g: Gen) -> str:
+    return _pool(op, g, "avg")
+
+
+# ---------------------------------------------------------------------- reductions
+@register_c_emitter("aten.mean", "aten.sum", "aten.amax", "aten.amin")
+def _reduce(op: Op, g: Gen) -> str:
+    x = op.args[0]
+    out = op.outs[0]
+    nd = len(x.sizes)
+    dims = op.args[1] if len(op.args) > 1 and op.args[1] is not None else list(range(nd))
+    dims = sorted({d % nd for d in ([dims] if isinstance(dims, int) else dims)}) or list(range(nd))
+    keep = bool(op.args[2]) if len(op.args) > 2 else bool(op.kwargs.get("keepdim", False))
+    kept = [d for d in range(nd) if d not in dims]
+    if keep:
+        ostr = [out.strides[d] for d in kept]
+    else:
+        ostr = list(out.strides)
+    ksizes = tuple(x.sizes[d] for d in kept)
+    kxs = tuple(x.strides[d] for d in kept)
+    n = 1
+    for d in dims:
+        n *= x.sizes[d]
+    acc = g.var("acc")
+    init = {"aten.mean": "0.0f", "aten.sum": "0.0f", "aten.amax": "-INFINITY", "aten.amin": "INFINITY"}[op.packet]
+
+    def body(offs: list[str]) -> str:
+        rs = tuple(x.sizes[d] for d in dims)
+        rst = tuple(x.strides[d] for d in dims)
+        if op.packet in ("aten.mean", "aten.sum"):
+            upd = lambda o: f"{acc} += {g.elem(x, f'{offs[1]} + {o[0]}')};"
+        else:
+            cmp = ">" if op.packet == "aten.amax" else "<"
+            upd = lambda o: f"{{ float v = {g.elem(x, f'{offs[1]} + {o[0]}')}; if (v {cmp} {acc} || v != v) {acc} = v; }}"
+        inner = g.loops(rs, [rst], upd)
+        fin = f"{acc} / {n}.0f" if op.packet == "aten.mean" else acc
+        return f"float {acc} = {init};\n{inner}\n{g.elem(out, offs[0])} = {fin};"
+
+    return g.loops(ksizes, [tuple(ostr), kxs], body) if ksizes else body(["0", "0"])
+
+
+# ---------------------------------------------------------------------- normalisation
+@register_c_emitter("aten.native_batch_norm", "aten._native_batch_norm_legit_no_training",
+                    "aten._native_batch_norm_legit")
+def _batchnorm(op: Op, g: Gen) -> str:
+    args = list(op.args)
+    x, w, b, rm, rv = args[:5]
+    if op.packet == "aten.native_batch_norm":
+        training, eps = args[5], args[7]
+    elif op.packet == "aten._native_batch_norm_legit_no_training":
+        training, eps = False, args[6]
+    else:
+        training, eps = args[5], args[7]
+    if training:
+        raise NotLowerable("batch_norm in training mode")
+    scale, shift = bn_affine(w, b, rm, rv, eps, x.sizes[1])
+    sb, hb = g.const(scale), g.const(shift)
+    out = op.outs[0]
+    cs = tuple(1 if d == 1 else 0 for d in range(len(out.sizes)))
+    return g.loops(out.sizes, [out.strides, x.strides, cs],
+                   lambda o: f"{g.elem(out, o[0])} = {g.elem(x, o[1])} * {g.name(sb)}[{o[2]}] + {g.name(hb)}[{o[2]}];")
+
+
+def bn_affine(w, b, rm, rv, eps: float, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm in eval as ``x * scale + shift`` per channel (computed in float64, rounded once)."""
+    val = lambda v, d: Gen.const_value(v).double() if isinstance(v, View) else torch.full((c,), d, dtype=torch.float64)
+    if not isinstance(rm, View) or not isinstance(rv, View):
+        raise NotLowerable("batch_norm without running statistics")
+    inv = 1.0 / torch.sqrt(val(rv, 1.0) + eps)
+    scale = val(w, 1.0) * inv
+    shift = val(b, 0.0) - val(rm, 0.0) * scale
+    return scale.float(), shift.float()
+
+
+@register_c_emitter("aten.native_layer_norm")
+def _layernorm(op: Op, g: Gen) -> str:
+    x, shape, w, b, eps = op.args[:5]
+    out = op.outs[0]
+    k = len(shape)
+    lead = len(x.sizes) - k
+    n = 1
+    for s in shape:
+        n *= s
+    nsz = tuple(x.sizes[lead:])
+    wv = Gen.const_value(w).float().reshape(-1) if isinstance(w, View) else torch.ones(n)
+    bv = Gen.const_value(b).float().reshape(-1) if isinstance(b, View) else torch.zeros(n)
+    wb, bb = g.const(wv), g.const(bv)
+    mean, var = g.var("mean"), g.var("var")
+    cstr = tuple(int(torch.tensor(nsz[d + 1:]).prod()) if d + 1 < k else 1 for d in range(k))
+
+    def body(offs: list[str]) -> str:
+        xs, os_ = x.strides[lead:], out.strides[lead:]
+        s1 = g.loops(nsz, [xs], lambda o: f"{mean} += {g.elem(x, f'{offs[1]} + {o[0]}')};")
+        s2 = g.loops(nsz, [xs], lambda o: f"{{ float d = {g.elem(x, f'{offs[1]} + {o[0]}')} - {mean}; {var} += d * d; }}")
+        s3 = g.loops(nsz, [os_, xs, cstr], lambda o: (
+            f"{g.elem(out, f'{offs[0]} + {o[0]}')} = ({g.elem(x, f'{offs[1]} + {o[1]}')} - {mean}) * {var} * "
+            f"{g.name(wb)}[{o[2]}] + {g.name(bb)}[{o[2]}];"))
+        return (f"float {mean} = 0.0f, {var} = 0.0f;\n{s1}\n{mean} /= {n}.0f;\n{s2}\n"
+                f"{var} = 1.0f / sqrtf({var} / {n}.0f + {c_literal(eps)});\n{s3}")
+
+    return g.loops(x.sizes[:lead], [out.strides[:lead], x.strides[:lead]], body) if lead else body(["0", "0"])
+
+
+@register_c_emitter("aten._softmax")
+def _softmax(op: Op, g: Gen) -> str:
+    x, dim = op.args[0], op.args[1] % len(op.args[0].sizes)
+    out = op.outs[0]
+    other = [d for d in range(len(x.sizes)) if d != dim]
+    n, sx, so = x.sizes[dim], x.strides[dim], out.strides[dim]
+    m, tot, i = g.var("m"), g.var("s"), g.var("i")
+
+    def body(offs: list[str]) -> str:
+        return (f"float {m} = -INFINITY, {tot} = 0.0f;\n"
+                f"for (long {i} = 0; {i} < {n}; {i}++) {{ float v = {g.elem(x, f'{offs[1]} + {i}*{sx}')}; if (v > {m}) {m} = v; }}\n"
+                f"for (long {i} = 0; {i} < {n}; {i}++) {{ float e = expf({g.elem(x, f'{offs[1]} + {i}*{sx}')} - {m}); "
+                f"{g.elem(out, f'{offs[0]} + {i}*{so}')} = e; {tot} += e; }}\n"
+                f"for (long {i} = 0; {i} < {n}; {i}++) {g.elem(out, f'{offs[0]} + {i}*{so}')} /= {tot};")
+
+    return g.loops(tuple(x.sizes[d] for d in other), [tuple(out.strides[d] for d in other),
+                                                      tuple(x.strides[d] for d in other)], body)
+
+
+@register_c_emitter("aten._scaled_dot_product_flash_attention_for_cpu", "aten._scaled_dot_product_attention_math")
+def _sdpa(op: Op, g: Gen) -> str:
+    """softmax(q k^T * scale [+ causal mask]) v in plain loops (a head runs once per window)."""
+    q, k, v = op.args[:3]
+    dropout = op.args[3] if len(op.args) > 3 else 0.0
+    causal = op.args[4] if len(op.args) > 4 else op.kwargs.get("is_causal", False)
+    if dropout or op.kwargs.get("attn_mask") is not None:
+        raise NotLowerable(f"{op.name} with dropout or a mask")
+    out = op.outs[0]
+    *lead, L, E = q.sizes
+    S, Ev = k.sizes[-2], v.sizes[-1]
+    scale = op.kwargs.get("scale") or 1.0 / (E ** 0.5)
+    sc = g.scratch(S)
+    i, j, e, m, tot = g.var("i"), g.var("j"), g.var("e"), g.var("m"), g.var("s")
+    nl = len(lead)
+
+    def body(offs: list[str]) -> str:
+        qo, ko, vo, oo = offs
+        qs, ks, vs, os_ = q.strides[nl:], k.strides[nl:], v.strides[nl:], out.strides[nl:]
+        lim = f"{i} + 1" if causal else str(S)
+        return (f"for (long {i} = 0; {i} < {L}; {i}++) {{\nfloat {m} = -INFINITY, {tot} = 0.0f;\n"
+                f"for (long {j} = 0; {j} < {lim}; {j}++) {{ float d = 0.0f; for (long {e} = 0; {e} < {E}; {e}++) "
+                f"d += {g.elem(q, f'{qo} + {i}*{qs[0]} + {e}*{qs[1]}')} * {g.elem(k, f'{ko} + {j}*{ks[0]} + {e}*{ks[1]}')};\n"
+                f"d *= {c_literal(scale)}; {g.name(sc)}[{j}] = d; if (d > {m}) {m} = d; }}\n"
+                f"for (long {j} = 0; {j} < {lim}; {j}++) {{ {g.name(sc)}[{j}] = expf({g.name(sc)}[{j}] - {m}); {tot} += {g.name(sc)}[{j}]; }}\n"
+                f"for (long {e} = 0; {e} < {Ev}; {e}++) {{ float acc = 0.0f; for (long {j} = 0; {j} < {lim}; {j}++) "
+                f"acc += {g.name(sc)}[{j}] * {g.elem(v, f'{vo} + {j}*{vs[0]} + {e}*{vs[1]}')};\n"
+                f"{g.elem(out, f'{oo} + {i}*{os_[0]} + {e}*{os_[1]}')} = acc / {tot}; }}\n}}")
+
+    return g.loops(tuple(lead), [tuple(q.strides[:nl]), tuple(k.strides[:nl]), tuple(v.strides[:nl]),
+                                 tuple(out.strides[:nl])], body)
+
+
+@register_c_emitter("aten.constant_pad_nd")
+def _constant_pad(op: Op, g: Gen) -> str:
+    """Fill with the value, then copy the input's kept region (negative pads crop)."""
+    x, pad = op.args[0], list(op.args[1])
+    value = op.args[2] if len(op.args) > 2 else 0.0
+    out = op.outs[0]
+    nd = len(x.sizes)
+    lit = c_literal(value, out.buf.ctype)
+    code = [g.loops(out.sizes, [out.strides], lambda o: f"{g.elem(out, o[0])} = {lit};")]
+    src_off, dst_off, sizes = x.offset, out.offset, []
+    for d in range(nd):
+        k = nd - 1 - d
+        pl, pr = (pad[2 * k], pad[2 * k + 1]) if 2 * k + 1 < len(pad) else (0, 0)
+        lo = max(0, -pl)
+        hi = x.sizes[d] - max(0, -pr)
+        sizes.append(max(0, hi - lo))
+        src_off += lo * x.strides[d]
+        dst_off += max(0, pl) * out.strides[d]
+    src = View(x.buf, src_off, tuple(sizes), x.strides)
+    dst = View(out.buf, dst_off, tuple(sizes), out.strides)
+    code.append(_copy(g, dst, src))
+    return "\n".join(code)
