@@ -37,7 +37,7 @@ class UNet(nn.Module):
 
 
 def _check(s, tmp_path, steps: int, chunk: int | None = None) -> None:
-    info = s.export_c(str(tmp_path / "c"), chunk=chunk)
+    info = s.export_c(str(tmp_path / "c"), chunk=chunk, check=False)  # this test is the check
     d = tmp_path / "c"
     r = subprocess.run([GCC, "-std=c99", "-O1", "-Wall", "-Wno-unused-variable", "-Wno-unused-function",
                         "-o", str(d / "prog"), str(d / "main.c"), str(d / "tk_model.c"), "-lm"],
@@ -84,6 +84,22 @@ def test_unet_exported_c_equals_eager_from_cold(tmp_path) -> None:
     torch.manual_seed(0)
     s = to.stream(UNet().eval(), example_input=torch.zeros(1, 2, 64))
     _check(s, tmp_path, steps=30, chunk=4)
+
+
+def test_export_c_refuses_rather_than_writing_wrong_code(tmp_path) -> None:
+    """The U-Net case above is a known wrong export: export_c's own check must catch it (a
+    ConversionError naming the step), not hand out the file."""
+    from thinkonce.errors import ConversionError
+
+    torch.manual_seed(0)
+    s = to.stream(UNet().eval(), example_input=torch.zeros(1, 2, 64))
+    try:
+        info = s.export_c(str(tmp_path / "c"), chunk=4)
+    except ConversionError as e:
+        assert "disagrees with the eager stream at step" in str(e)
+    else:  # once the bug is fixed the export passes its check; then it must really equal eager
+        assert info["checked"]
+        _check(s, tmp_path, steps=30, chunk=4)
 
 
 def test_cli_export_format_c(tmp_path) -> None:

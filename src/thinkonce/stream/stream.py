@@ -643,15 +643,18 @@ class Stream:
             info["init_state"] = init_path
         return info
 
-    def export_c(self, directory: str, chunk: int | None = None, portable: bool = True) -> dict[str, Any]:
+    def export_c(self, directory: str, chunk: int | None = None, portable: bool = True,
+                 check: bool = True) -> dict[str, Any]:
         """Write the stream as self-contained C for a device: ``tk_model.h``/``tk_model.c`` (weights as
         ``static const`` arrays, the state as a struct of documented size, ``tk_model_init`` and
         ``tk_model_step``; no allocation, only ``memcpy`` and ``math.h``) and a ``main.c`` example that
         reads samples from stdin. Steps of ``chunk`` samples (default: the hop, or the stride period)
-        from a cold state. ``portable=False`` uses this machine's vector extensions (GCC/Clang)."""
+        from a cold state. ``portable=False`` uses this machine's vector extensions (GCC/Clang).
+        ``check``: compile the files and compare them with this stream from cold (raises
+        :class:`ConversionError` on a mismatch)."""
         from ..native.export import export_c
 
-        return export_c(self, directory, chunk=chunk, portable=portable)
+        return export_c(self, directory, chunk=chunk, portable=portable, check=check)
 
     @property
     def warmup(self) -> int:
