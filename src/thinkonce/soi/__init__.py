@@ -20,3 +20,6 @@ __all__ = [
     "ShiftedStridedClonedConv1d", "ShiftedStridedClonedConv2d", "Extrapolate", "Interpolate",
     "EXTRAPOLATE_MODES", "INTERPOLATE_MODES",
 ]
+from .apply import apply  # noqa: E402
+
+__all__ += ["apply"]
