@@ -13,7 +13,9 @@ can be loaded into them. Along time:
 * :class:`ShiftedStridedClonedConv1d` / ``2d`` (op E, the shifted S-CC): frame ``j`` is the causal conv
   at input frame ``2j - 1``, so the deep path for slots ``2j, 2j + 1`` is known one step before slot
   ``2j`` arrives: a stream can compute it ahead (:meth:`thinkonce.Stream.precompute`), the fully
-  predictive (FP) schedule. Length ``ceil(T / 2)``.
+  predictive (FP) schedule. Length ``T // 2 + 1``: for an even ``T`` the last frame is the prediction
+  for the slots after the signal, kept so that a stream gives the same frames whether it computed
+  them ahead or not; a fill cropped to its full-rate partner (``like=``) drops it.
 
 The stream ops that run them are in :mod:`thinkonce.soi.ops`; the training form here and the stream
 compute the same function (tests/test_soi.py).
@@ -66,7 +68,7 @@ class _Causal1d(nn.Conv1d):
         return self.dilation[0] * (self.kernel_size[0] - 1) + self.shift
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.shift:
+        if self.shift and self.time_stride == 1:  # the prediction of the frame after the signal is dropped
             x = x.narrow(-1, 0, max(x.shape[-1] - self.shift, 0))
         x = F.pad(x, (self.causal_padding, 0))
         return F.conv1d(x, self.weight, self.bias, self.time_stride, 0, self.dilation, self.groups)
@@ -128,7 +130,7 @@ class _Causal2d(nn.Conv2d):
         return self.dilation[1] * (self.kernel_size[1] - 1) + self.shift
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.shift:
+        if self.shift and self.time_stride == 1:  # the prediction of the frame after the signal is dropped
             x = x.narrow(-1, 0, max(x.shape[-1] - self.shift, 0))
         x = F.pad(x, (self.causal_padding, 0))
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

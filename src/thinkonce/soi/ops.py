@@ -29,21 +29,24 @@ from ..ops.conv2d import Sliding2dOp
 from ..ops.context import OpContext
 from ..ops.registry import register_op
 from ..stream.kernels import conv1d
-from ..stream.layers import SlidingOp, State, StreamOp, TimeFacts, TrimOp, UpsampleOp
+from ..stream.layers import AlignQueues, SlidingOp, State, StreamOp, TimeFacts, TrimOp, UpsampleOp
 from . import conv as soi_conv
 from .fill import INTERPOLATION_WEIGHTS, crop_like, duplicate, interleave, interpolate, interpolate_pairs
 
 _RELEASE: contextvars.ContextVar[bool] = contextvars.ContextVar("thinkonce_soi_release", default=False)
+_HOLD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("thinkonce_soi_hold", default=frozenset())
 
 
 @contextlib.contextmanager
-def releasing() -> Iterator[None]:
-    """While active, shifted S-CC entries feed their held frame: the deep path runs ahead (FP)."""
-    token = _RELEASE.set(True)
+def releasing(hold: frozenset[str] = frozenset()) -> Iterator[None]:
+    """While active, shifted S-CC entries feed their held frame: the deep path runs ahead (FP); the
+    fill alignments named in ``hold`` (where released frames meet full-rate data) only queue."""
+    t1, t2 = _RELEASE.set(True), _HOLD.set(hold)
     try:
         yield
     finally:
-        _RELEASE.reset(token)
+        _RELEASE.reset(t1)
+        _HOLD.reset(t2)
 
 
 # ---------------------------------------------------------------------------- shifted convolutions
@@ -52,8 +55,9 @@ class ShiftedOp(StreamOp):
     """A causal sliding op (left padding includes the shift) fed all but the newest input frame.
 
     State: ``held`` (B, C[, F], 0 or 1) the newest frame, not yet fed; the inner op's ``buf``/``skip``.
-    At the end of the stream the held frame is dropped (the training form drops the last input frame).
-    ``entry``: an S-CC (stride 2), which :func:`releasing` lets run ahead.
+    ``entry``: a shifted S-CC (stride 2), which :func:`releasing` lets run ahead; at the end of the
+    stream it feeds its held frame (the training form keeps the frame predicted past the signal),
+    while a plain shifted conv drops it (its training form drops the last input frame).
     """
 
     inner: SlidingOp
@@ -65,14 +69,15 @@ class ShiftedOp(StreamOp):
 
     def facts(self) -> TimeFacts:
         f = self.inner.facts()
-        return TimeFacts(f.stride, f.span, f.pad_left, -1, f.rf_frames)
+        return TimeFacts(f.stride, f.span, f.pad_left, 0 if self.entry else -1, f.rf_frames)
 
     def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
-        n, left, right = TrimOp(0, 1).taint(n, left, right)
+        if not self.entry:
+            n, left, right = TrimOp(0, 1).taint(n, left, right)
         return self.inner.taint(n, left, right)
 
     def owes_at_end(self) -> bool:
-        return False
+        return self.entry
 
     def init_state(self, batch: int, like: Tensor) -> State:
         st = self.inner.init_state(batch, like)
@@ -91,8 +96,8 @@ class ShiftedOp(StreamOp):
             feed, keep = full.narrow(-1, 0, n - 1), full.narrow(-1, n - 1, 1)
         else:
             feed, keep = full, full
-        if mode == "flush":
-            keep = keep.narrow(-1, 0, 0)
+        if mode == "flush":  # a shifted conv drops the frame after the signal; an entry computes it
+            feed, keep = (full, full.narrow(-1, n, 0)) if self.entry else (feed, keep.narrow(-1, 0, 0))
         y, new = self.inner.run([feed], inner_st, "step" if mode == "flush" else mode)
         new["held"] = keep
         return y, new
@@ -152,13 +157,35 @@ def duplicate_op(ctx: OpContext):
     return ctx.temporal(UpsampleOp(2, dim=ctx.t))
 
 
+@dataclass
+class HoldingAlign(AlignQueues):
+    """The alignment of a fill with its full-rate partner; while :func:`releasing` names it, it only
+    queues (frames computed ahead wait for the next step, where the shallow path joins them)."""
+
+    name: str = ""
+    kind: str = "soi_align"
+
+    def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[list[Tensor], State]:  # type: ignore[override]
+        if mode == "step" and self.name in _HOLD.get():
+            new = dict(st)
+            for i, (x, d) in enumerate(zip(xs, self.dims)):
+                q = st.get(f"q{i}")
+                if x.shape[d]:
+                    new[f"q{i}"] = torch.cat([q, x], dim=d) if q is not None else x
+            return [x.narrow(d, 0, 0) for x, d in zip(xs, self.dims)], new
+        return super().run(xs, st, mode)
+
+
 @register_op(crop_like)
 def crop_like_op(ctx: OpContext):
     """Frame-wise over two aligned inputs: the deep frames wait for the full-rate ones."""
     if len(ctx.targs) != 2 or ctx.targs[0] is not ctx.node.args[0]:
         raise ctx.fail("crop_like(y, like) needs both y and like to depend on the signal",
                        "Pass like= a full-rate tensor of the stream (the S-CC's input or the skip connection).")
-    return ctx.framewise(call=lambda look, y=ctx.node.args[0]: look(y))
+    plan = ctx.framewise(call=lambda look, y=ctx.node.args[0]: look(y))
+    assert isinstance(plan.op, AlignQueues)
+    plan.op = HoldingAlign(plan.op.dims, name=ctx.node.name)
+    return plan
 
 
 @dataclass

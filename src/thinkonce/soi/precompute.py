@@ -9,7 +9,9 @@ then finds the deep frames waiting in the fill's alignment queue and runs only t
 while the S-CC entries release their held frame (:func:`thinkonce.soi.ops.releasing`). Results do not
 change; only when the work happens does. The deep frames must meet full-rate data before the output
 (a fill with ``like=``, or a skip connection), where they wait for their slot; a model whose deep
-path reaches the output directly would emit predictions early, and is refused.
+path reaches the output directly would emit predictions early, and is refused. At those joins the
+frames computed ahead wait in the alignment queue during ``precompute`` (so its output is always
+empty, and frames the join owes from an interpolation's delay come with the next step).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from ..errors import ThinkonceError
 from ..stream.state import State, state_batch
-from .ops import ShiftedOp, releasing
+from .ops import HoldingAlign, ShiftedOp, releasing
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..stream.stream import Stream
@@ -29,6 +31,19 @@ if TYPE_CHECKING:  # pragma: no cover
 def fp_entries(stream: "Stream") -> list[str]:
     """Names of the nodes that are shifted S-CC entries (what precompute lets run ahead)."""
     return [p.node.name for p in stream.plan.nodes if isinstance(p.op, ShiftedOp) and p.op.entry]
+
+
+def holding_joins(stream: "Stream") -> frozenset[str]:
+    """The fill alignments whose full-rate partner (``like``) is not itself computed ahead: there the
+    frames computed ahead wait (alignments inside a deep path pass theirs on, so the deep work is done)."""
+    released: set = set()
+    holds = set()
+    for p in stream.plan.nodes:
+        if (isinstance(p.op, ShiftedOp) and p.op.entry) or any(a in released for a in p.temporal_args):
+            released.add(p.node)
+        if isinstance(p.op, HoldingAlign) and p.node.args[1] not in released:
+            holds.add(p.node.name)
+    return frozenset(holds)
 
 
 def precompute(stream: "Stream", state: State) -> State:
@@ -43,7 +58,7 @@ def precompute(stream: "Stream", state: State) -> State:
     stream._check_state(state, None)
     b = state_batch(state)
     x = torch.zeros((b, *stream.input_frame_shape, 0), dtype=stream.dtype, device=stream.device)
-    with torch.no_grad(), releasing():
+    with torch.no_grad(), releasing(holding_joins(stream)):
         env, new = stream.program.run(x, state, "step")
     y = env[stream.plan.output_arg]
     if y.shape[stream.out_tdim]:

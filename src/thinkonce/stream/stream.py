@@ -408,6 +408,13 @@ class Stream:
 
         return precompute(self, state)
 
+    def cost(self, chunk: int, precompute: bool | None = None) -> Any:
+        """MACs per step (mean and peak over the step cycle), state bytes and, for fully predictive SOI,
+        the share of the work precomputed: :func:`thinkonce.measure.step_cost`."""
+        from ..measure.cost import step_cost
+
+        return step_cost(self, chunk, precompute)
+
     def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17) -> dict[str, Any]:
         """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``.
 
