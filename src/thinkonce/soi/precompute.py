@@ -33,17 +33,19 @@ def fp_entries(stream: "Stream") -> list[str]:
     return [p.node.name for p in stream.plan.nodes if isinstance(p.op, ShiftedOp) and p.op.entry]
 
 
-def holding_joins(stream: "Stream") -> frozenset[str]:
+def holding_joins(stream: "Stream") -> tuple[frozenset[str], bool]:
     """The fill alignments whose full-rate partner (``like``) is not itself computed ahead: there the
-    frames computed ahead wait (alignments inside a deep path pass theirs on, so the deep work is done)."""
+    frames computed ahead wait (alignments inside a deep path pass theirs on, so the deep work is done).
+    Also whether frames computed ahead can reach the output without such a join."""
     released: set = set()
     holds = set()
     for p in stream.plan.nodes:
         if (isinstance(p.op, ShiftedOp) and p.op.entry) or any(a in released for a in p.temporal_args):
-            released.add(p.node)
-        if isinstance(p.op, HoldingAlign) and p.node.args[1] not in released:
-            holds.add(p.node.name)
-    return frozenset(holds)
+            if isinstance(p.op, HoldingAlign) and p.node.args[1] not in released:
+                holds.add(p.node.name)
+            else:
+                released.add(p.node)
+    return frozenset(holds), stream.plan.output_arg in released
 
 
 def precompute(stream: "Stream", state: State) -> State:
@@ -56,12 +58,13 @@ def precompute(stream: "Stream", state: State) -> State:
             "ShiftedStridedClonedConv1d/2d, or thinkonce.soi.apply(model, at=[...], mode='fp')."
         )
     stream._check_state(state, None)
+    holds, leaks = holding_joins(stream)
     b = state_batch(state)
     x = torch.zeros((b, *stream.input_frame_shape, 0), dtype=stream.dtype, device=stream.device)
-    with torch.no_grad(), releasing(holding_joins(stream)):
-        env, new = stream.program.run(x, state, "step")
-    y = env[stream.plan.output_arg]
-    if y.shape[stream.out_tdim]:
+    if not leaks:
+        with torch.no_grad(), releasing(holds):
+            env, new = stream.program.run(x, state, "step")
+    if leaks or env[stream.plan.output_arg].shape[stream.out_tdim]:
         raise ThinkonceError(
             "precompute(): the deep path of a shifted S-CC reaches the model's output without meeting full-rate "
             "data, so frames computed ahead would be emitted before their slot. Crop the fill to a full-rate "
