@@ -1,7 +1,7 @@
 """SOI benchmark (issue 9, item 4): per-step MACs and time of Scattered Online Inference streams against
 the STMC stream of the same causal U-Net, one process, interleaved.
 
-    python bench/soi.py            # full run (a few minutes), writes results/bench_soi.json + BENCHMARKS.md
+    python bench/soi.py            # full run (a few minutes on an idle machine), writes results/bench_soi.json + BENCHMARKS.md
     python bench/soi.py --quick    # a few rounds: smoke test of the harness
 
 The network is a causal 1-D U-Net on spectral frames (64 channels in, four encoder convs, four decoder
@@ -169,7 +169,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         r["time_over_mac_ratio"] = r["total_time_ratio"] / r["mac_ratio"]
         results[key] = r
     out = {
-        "command": "python bench/soi.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/soi.py" + (" --quick" if args.quick else "")
+                   + (f" --rounds {args.rounds}" if args.rounds else "")
+                   + (f" --backends {args.backends}" if args.backends != "eager,compiled" else ""),
         "quick": bool(args.quick), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rounds": rounds,
         "duration_s": round(time.time() - t_start, 1), "threads": 1, "torch": torch.__version__,
         "load_avg_start": load0, "load_avg_end": [round(v, 2) for v in os.getloadavg()],
