@@ -15,7 +15,6 @@ is never modified; train the new one). It keeps the original's training/eval mod
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Sequence
 
 import torch

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Sequence
 
@@ -65,7 +65,7 @@ class ShiftedOp(StreamOp):
     entry: bool
     kind: str = "shifted_conv"
     #: state entries whose shape depends on whether precompute ran (backends key their graphs on them)
-    layout_keys: tuple[str, ...] = field(default=("held",))
+    layout_keys: tuple[str, ...] = ("held",)
 
     def facts(self) -> TimeFacts:
         f = self.inner.facts()

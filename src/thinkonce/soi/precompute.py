@@ -12,6 +12,10 @@ change; only when the work happens does. The deep frames must meet full-rate dat
 path reaches the output directly would emit predictions early, and is refused. At those joins the
 frames computed ahead wait in the alignment queue during ``precompute`` (so its output is always
 empty, and frames the join owes from an interpolation's delay come with the next step).
+
+A state after ``precompute`` has a different layout from one after ``step`` at the same sample count
+(the held frame is consumed): traced backends key their graphs on it; ``Stream.reset`` of such a state
+raises (reset after the next ``step``), and a ``StreamPool`` batches rows only at the same layout.
 """
 
 from __future__ import annotations

@@ -66,6 +66,9 @@ class StreamOp:
 
     #: short human name used in error messages and reports
     kind: str = "op"
+    #: state entries whose frame count depends on more than the stride phase (e.g. an SOI shifted S-CC's
+    #: held frame after ``Stream.precompute``); traced backends key their graphs on these frame counts
+    layout_keys: tuple[str, ...] = ()
 
     def facts(self) -> TimeFacts:
         """Time-axis facts (see :class:`TimeFacts`); the default is a frame-wise op."""

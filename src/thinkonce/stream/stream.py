@@ -173,7 +173,7 @@ class Stream:
         # state entries whose frame count depends on more than the phase (an S-CC's held frame after
         # precompute): traced backends key their graphs on these too
         self._layout_keys = [p.node.name + "." + k for p in self.plan.nodes if p.op is not None
-                             for k in getattr(p.op, "layout_keys", ())]
+                             for k in p.op.layout_keys]
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
