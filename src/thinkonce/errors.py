@@ -22,3 +22,13 @@ class StreamInputError(ThinkonceError, ValueError):
 class ConversionError(ThinkonceError):
     """The converted stream disagreed with the model on its self-check probe (the message names the
     first diverging node); the conversion is refused rather than giving wrong numbers."""
+
+
+class StateFileError(ThinkonceError, ValueError):
+    """A saved state or checkpoint file is not readable as one: foreign, corrupted, truncated, or written
+    by another stream (its fingerprint differs)."""
+
+
+class InternalStateError(ThinkonceError, RuntimeError):
+    """A buffer would outgrow the size its state spec declares: a bug in thinkonce, never silently
+    truncated (please report it with the model)."""

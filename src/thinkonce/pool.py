@@ -65,13 +65,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from .errors import StreamInputError, ThinkonceError
+from .errors import StateFileError, StreamInputError, ThinkonceError
 from .stream import Stream
-from .stream.state import State
+from .stream.state import State, read_safetensors
 
 __all__ = ["StreamPool", "UnknownStreamError", "CHECKPOINT_FILE"]
 
@@ -163,6 +162,7 @@ def _config_of(s: Stream, quantum: int, keys: Iterable[str]) -> dict[str, Any]:
     return {
         "window": s.window, "hop": s.hop, "edge": s.edge, "quantum": quantum,
         "frame": list(s.input_frame_shape), "dtype": str(s.dtype), "keys": list(keys),
+        "fingerprint": f"{s.fingerprint:016x}",
     }
 
 
@@ -587,19 +587,20 @@ class StreamPool:
         path = Path(checkpoint_dir) / CHECKPOINT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no pool checkpoint at {path}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ThinkonceError(f"{path} is not a thinkonce pool checkpoint")
-            if meta.get("version") != VERSION:
-                raise ThinkonceError(f"{path} has pool checkpoint version {meta.get('version')}, expected {VERSION}")
+        meta, tensors = read_safetensors(path, "pool checkpoint")
+        if meta.get("format") != FORMAT:
+            raise StateFileError(f"{path} is not a thinkonce pool checkpoint")
+        if meta.get("version") != VERSION:
+            raise StateFileError(f"{path} has pool checkpoint version {meta.get('version')}, expected {VERSION}")
+        try:
             manifest = json.loads(meta["manifest"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (KeyError, ValueError) as e:
+            raise StateFileError(f"{path}: the checkpoint's manifest is corrupted ({e})") from e
         cfg = manifest["config"]
         mine = _config_of(stream, int(cfg["quantum"]), stream.init_state(1).keys())
         diff = [k for k in mine if mine[k] != cfg.get(k)]
         if diff:
-            raise ThinkonceError(
+            raise StateFileError(
                 "the checkpoint was written for another stream: "
                 + ", ".join(f"{k}={cfg.get(k)!r} (this stream: {mine[k]!r})" for k in diff)
             )
@@ -608,7 +609,11 @@ class StreamPool:
         dev = stream.device
         batches: dict[int, _Batch] = {}
         for g in sorted({int(name.split("/")[1]) for name in tensors if name.startswith("state/")}):
-            st = {k: tensors[f"state/{g}/{k}"].to(dev) for k in pool._keys}
+            try:
+                st = {k: tensors[f"state/{g}/{k}"].to(dev) for k in pool._keys}
+                stream.check_state(st, clock=False)  # rows of a group may be at different window phases
+            except (KeyError, StreamInputError) as e:
+                raise StateFileError(f"{path}: state group {g} does not match the stream's state layout ({e})") from e
             batches[g] = _Batch(st, _signature(st))
         pend = tensors["pending"].to(dev)
         res = tensors["results"].to(dev)

@@ -26,10 +26,11 @@ def count_macs(fn_or_module: Callable[..., Any] | Any, *inputs: Any, **kwargs: A
     fn = fn_or_module
     if isinstance(fn_or_module, Stream):
         s = fn_or_module
+        s._check_chunk(inputs[0])
+        s._check_state(inputs[1], inputs[0].shape[0])  # outside the counter: a first check of a phase
+        # computes (and caches) that phase's zero-history counters, which is not the step's work
 
         def fn(x: Any, state: Any) -> Any:
-            s._check_chunk(x)
-            s._check_state(state, x.shape[0])
             return s._step_impl(x, state)
 
     counter = FlopCounterMode(display=False)

@@ -46,6 +46,10 @@ DEFAULT_HINT = (
 )
 
 
+def pos_is_const(plan: Any) -> bool:
+    return plan is not None and plan.kind == "const"
+
+
 class OpContext:
     """One node as a builder sees it: its temporal inputs' facts and helpers to answer."""
 
@@ -72,11 +76,21 @@ class OpContext:
         return self.window is None
 
     def arg(self, pos: int, name: str, default: Any = None) -> Any:
-        """Argument by position (counting the input as 0 for functions and methods) or keyword."""
+        """Argument by position (counting the input as 0 for functions and methods) or keyword.
+
+        Arguments computed in the graph from weights or shapes only (``x.dim() - 1``, ``w.shape[0]``) are
+        returned as their values, so builders read ``dim=x.dim() - 1`` like ``dim=2``; arguments that
+        depend on the signal stay nodes."""
         n = self.node
-        if len(n.args) > pos:
-            return n.args[pos]
-        return n.kwargs.get(name, default)
+        a = n.args[pos] if len(n.args) > pos else n.kwargs.get(name, default)
+        if isinstance(a, (tuple, list)):
+            return type(a)(self._resolved(e) for e in a)
+        return self._resolved(a)
+
+    def _resolved(self, a: Any) -> Any:
+        if isinstance(a, fx.Node) and pos_is_const(self._conv.plans.get(a)):
+            return self._conv.const_value(a)
+        return a
 
     def dim(self, d: int, ndim: int | None = None) -> int:
         return norm_dim(int(d), self.ndim_in if ndim is None else ndim)

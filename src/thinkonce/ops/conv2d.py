@@ -56,6 +56,9 @@ class _FlatFrames:
 
     out_frame: tuple[int, ...]
 
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*self.out_frame, in_shape[-1])
+
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
         b, t = x.shape[0], x.shape[-1]
@@ -70,7 +73,8 @@ class _FlatFrames:
 class Sliding2dOp(_FlatFrames, SlidingOp):
     """``SlidingOp`` along the last axis of (B, C, F, T); ``fn`` gets (B, C*F, T) and returns (B, C'*F', T').
 
-    State: as SlidingOp, ``buf`` (B, C*F, frames) and ``skip``.
+    State: as SlidingOp on flattened frames: ``buf`` (B, C*F, max(pad_left, span - 1)) right-aligned
+    with its fill counter, and ``skip`` when the stride outruns the kernel.
     """
 
     out_frame: tuple[int, ...] = field(default=())
@@ -79,7 +83,8 @@ class Sliding2dOp(_FlatFrames, SlidingOp):
 @dataclass
 class TransposedConv2dOp(_FlatFrames, TransposedConvOp):
     """``TransposedConvOp`` along the last axis of (B, C, F, T), with the weight of the equivalent 1-D
-    transposed conv on flattened frames. State: ``carry`` (B, C'*F', ...) and ``started``."""
+    transposed conv on flattened frames. State: ``carry`` (B, C'*F', max(span - stride, 0)) and
+    ``started``."""
 
     out_frame: tuple[int, ...] = field(default=())
 
@@ -89,6 +94,9 @@ class Upsample2dOp(UpsampleOp):
     """Nearest upsampling of (B, C, F, T): ``freq`` along F (inside each chunk), ``factor`` along time."""
 
     freq: int = 1
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (in_shape[0], in_shape[1] * self.freq, *in_shape[2:])
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs

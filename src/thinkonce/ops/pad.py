@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..stream.layers import ChainOp, PadOp, State, StreamOp, TimeFacts, TrimOp, _counter
+from ..stream.layers import ChainOp, PadOp, State, StreamOp, TimeFacts, TrimOp, _with_time
+from ..stream.state import Field, counter
 from .context import OpContext
 from .registry import register_op
 
@@ -26,9 +27,11 @@ from .registry import register_op
 class EdgePadOp(StreamOp):
     """Reflect or replicate padding of the time axis (``dim``), ``left``/``right`` frames.
 
-    State: ``pending`` holds the first frames until the left padding can be built from them (reflect
-    needs ``left + 1`` frames, replicate one); ``tail`` the last frames the right padding is made of;
-    ``started`` 1 once the left padding went out.
+    State (every buffer at its maximum length, right-aligned, valid = the last ``fill`` frames):
+    ``pending`` holds the first frames until the left padding can be built from them (reflect needs
+    ``left + 1`` frames, replicate one), at most ``need - 1`` of them, fill ``npend``; ``tail`` the last
+    frames the right padding is made of (``right + 1`` for reflect, one for replicate), fill ``ntail``;
+    ``started`` 1 once the left padding went out. Buffers that can never hold a frame are omitted.
     """
 
     mode: str  # "reflect" | "replicate"
@@ -40,14 +43,34 @@ class EdgePadOp(StreamOp):
     def _need(self, n: int) -> int:
         return n + 1 if self.mode == "reflect" else (1 if n else 0)
 
+    @property
+    def _pending_cap(self) -> int:
+        return max(self._need(self.left) - 1, 0)
+
     def facts(self) -> TimeFacts:
         return TimeFacts(pad_left=self.left, pad_right=self.right, rf_frames=self.left + self.right)
 
     def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
         return PadOp(self.left, self.right, 0.0, self.dim).taint(n, left, right)
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {"started": _counter(batch, 0, like.device)}
+    def state_spec(self, in_shapes, dtype):
+        spec: dict[str, Field] = {"started": counter(0)}
+        P, K = self._pending_cap, self._need(self.right)
+        if P or K:
+            if not in_shapes or not in_shapes[0]:
+                raise ValueError("EdgePadOp.state_spec needs the input frame shape")
+            ax = self.dim - 1
+        if P:
+            spec["pending"] = Field(_with_time(tuple(in_shapes[0]), ax, P), dtype, ax, "npend")
+            spec["npend"] = counter(0)
+        if K:
+            spec["tail"] = Field(_with_time(tuple(in_shapes[0]), ax, K), dtype, ax, "ntail")
+            spec["ntail"] = counter(0)
+        return spec
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        need = self._need(self.left)
+        return torch.where(m >= need, m + self.left, 0) if need else m
 
     def _edge(self, x: Tensor, n: int, at_start: bool) -> Tensor:
         d, L = self.dim, x.shape[self.dim]
@@ -60,26 +83,38 @@ class EdgePadOp(StreamOp):
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
         d = self.dim
-        started = int(st["started"][0]) if st["started"].numel() else 0
-        new: State = {"started": st["started"]}
+        n = x.shape[d]
+        P, K = self._pending_cap, self._need(self.right)
+        started: int = st["started"]  # type: ignore[assignment]
+        new: dict = dict(st)
+        real = x  # the frames released downstream this run (their left padding excluded)
         if not started:
-            acc = torch.cat([st["pending"], x], dim=d) if "pending" in st else x
-            if acc.shape[d] < self._need(self.left) and mode != "flush":
-                new["pending"] = acc
-                return acc.narrow(d, 0, 0), new
-            parts = [self._edge(acc, self.left, True)] if self.left and acc.shape[d] >= self._need(self.left) else []
-            parts.append(acc)
-            x = torch.cat(parts, dim=d) if len(parts) > 1 else acc
-            new["started"] = torch.full_like(st["started"], 1)
+            acc = x
+            if P:
+                npend: int = st["npend"]  # type: ignore[assignment]
+                full = torch.cat([st["pending"], x], dim=d) if n else st["pending"]
+                acc = full if npend + n == full.shape[d] else full.narrow(d, P - npend, npend + n)
+                if npend + n <= P and mode != "flush":
+                    new["pending"] = full.narrow(d, n, P) if n else st["pending"]
+                    new["npend"] = npend + n
+                    return acc.narrow(d, 0, 0), new
+                new["npend"] = 0  # what was pending goes out now; the buffer's stale frames are never read
+            elif acc.shape[d] < self._need(self.left) and mode != "flush":
+                return acc, new  # nothing pending can exist: need <= 1 and no frame yet
+            pad = self.left and acc.shape[d] >= self._need(self.left)
+            x = torch.cat([self._edge(acc, self.left, True), acc], dim=d) if pad else acc
+            new["started"] = 1
             real = acc
-        else:
-            real = x
-        keep = self._need(self.right)
-        if keep:
-            hist = torch.cat([st["tail"], real], dim=d) if "tail" in st else real
-            new["tail"] = hist.narrow(d, max(hist.shape[d] - keep, 0), min(keep, hist.shape[d]))
-            if mode == "flush" and self.right and hist.shape[d] >= keep:
-                x = torch.cat([x, self._edge(hist, self.right, False)], dim=d)
+        if K:
+            nt: int = st["ntail"]  # type: ignore[assignment]
+            m = real.shape[d]
+            hist = torch.cat([st["tail"], real], dim=d) if m else st["tail"]
+            new["tail"] = hist.narrow(d, m, K) if m else st["tail"]
+            new["ntail"] = min(K, nt + m)
+            if mode == "flush":
+                if self.right and nt + m >= K:
+                    x = torch.cat([x, self._edge(hist.narrow(d, hist.shape[d] - K, K), self.right, False)], dim=d)
+                new["ntail"] = 0
         return x, new
 
 

@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..stream.layers import State, StreamOp
+from ..stream.layers import State, StreamOp, _with_time
+from ..stream.state import Field
 from .context import OpContext
 from .registry import method, register_op
 
@@ -76,7 +77,8 @@ def glu(ctx: OpContext):
 class CumsumOp(StreamOp):
     """Running sum along time (``torch.cumsum(x, dim=time)``): the state is the total so far.
 
-    State: ``total`` (B, ..., 1 frame) - the sum of every frame seen.
+    State: ``total`` (the input frame's shape with 1 frame on the time axis) - the sum of every frame
+    seen, zeros at the start, so the layout is the same before and after the first frame.
     """
 
     dim: int
@@ -85,17 +87,17 @@ class CumsumOp(StreamOp):
     def owes_at_end(self) -> bool:
         return False
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {}
+    def state_spec(self, in_shapes, dtype):
+        if not in_shapes or not in_shapes[0]:
+            raise ValueError("CumsumOp.state_spec needs the input frame shape")
+        return {"total": Field(_with_time(tuple(in_shapes[0]), self.dim - 1, 1), dtype)}
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
         d = self.dim
         if x.shape[d] == 0:
             return x, dict(st)
-        y = torch.cumsum(x, dim=d)
-        if "total" in st:
-            y = y + st["total"]
+        y = torch.cumsum(x, dim=d) + st["total"]
         return y, {"total": y.narrow(d, y.shape[d] - 1, 1)}
 
 

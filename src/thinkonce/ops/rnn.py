@@ -29,6 +29,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..stream.layers import State, StreamOp, TimeFacts
+from ..stream.state import Field
 from .context import OpContext
 from .registry import register_op
 
@@ -64,20 +65,24 @@ class RecurrentOp(StreamOp):
     def owes_at_end(self) -> bool:
         return False  # every frame goes out as soon as it arrives
 
-    def _initial(self, v: Tensor | None, batch: int, like: Tensor) -> Tensor:
-        m = self.module
+    @staticmethod
+    def _initial(v: Tensor | None) -> float | Tensor:
+        """A field's ``init``: 0 (zeros) or the constant ``h0``/``c0`` batch-first, (1 or B, L, H)."""
         if v is None:
-            return like.new_zeros((batch, m.num_layers, m.hidden_size))
-        v = v.to(dtype=like.dtype, device=like.device).transpose(0, 1)  # (1 or B, L, H)
-        if v.shape[0] not in (1, batch):
-            raise ValueError(f"the recurrence's constant initial state has batch {v.shape[0]}, not 1 or {batch}")
-        return v.expand(batch, *v.shape[1:]).contiguous()
+            return 0.0
+        return v.detach().transpose(0, 1).contiguous()
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        st = {"h": self._initial(self.h0, batch, like)}
+    def state_spec(self, in_shapes, dtype):
+        """``h`` (and ``c``): (num_layers, hidden) per row, batch-first, the same at every phase."""
+        m = self.module
+        shape = (m.num_layers, m.hidden_size)
+        spec = {"h": Field(shape, dtype, init=self._initial(self.h0))}
         if self.lstm:
-            st["c"] = self._initial(self.c0, batch, like)
-        return st
+            spec["c"] = Field(shape, dtype, init=self._initial(self.c0))
+        return spec
+
+    def out_shape(self, in_shape):
+        return (in_shape[0], self.module.hidden_size)  # (time, hidden) of the output sequence
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Any, State]:
         (x,) = xs

@@ -171,7 +171,7 @@ def split(ctx: OpContext):
     return ctx.framewise(ctx.t)
 
 
-@register_op(method("unbind"), torch.unbind)
+@register_op(method("unbind"), torch.unbind, torch.ops.aten.unbind)  # aten: the torch.export route
 def unbind(ctx: OpContext):
     d = ctx.dim(ctx.arg(1, "dim", 0))
     if d == ctx.t:
@@ -224,8 +224,7 @@ def view(ctx: OpContext):
     return ctx.mixing("reshapes the time axis together with other axes")
 
 
-@register_op(method("expand"), method("expand_as"), method("repeat"), method("unfold"), method("as_strided"),
-             method("matmul"), method("bmm"), torch.matmul, torch.bmm, torch.einsum, method("mm"), torch.mm)
+@register_op(method("expand"), method("expand_as"), method("repeat"), method("unfold"), method("as_strided"))
 def mixing_method(ctx: OpContext):
     return ctx.mixing(f"{ctx.target_name()} on a temporal value")
 

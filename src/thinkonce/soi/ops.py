@@ -29,7 +29,10 @@ from ..ops.conv2d import Sliding2dOp
 from ..ops.context import OpContext
 from ..ops.registry import register_op
 from ..stream.kernels import conv1d
-from ..stream.layers import AlignQueues, SlidingOp, State, StreamOp, TimeFacts, TrimOp, UpsampleOp
+from ..stream.layers import (AlignQueues, SlidingOp, State, StreamOp, TimeFacts, TrimOp, UpsampleOp,
+                             _overflow)
+from ..stream.layout import RELEASE_MODE
+from ..stream.state import Field, counter
 from . import conv as soi_conv
 from .fill import INTERPOLATION_WEIGHTS, crop_like, duplicate, interleave, interpolate, interpolate_pairs
 
@@ -54,18 +57,30 @@ def releasing(hold: frozenset[str] = frozenset()) -> Iterator[None]:
 class ShiftedOp(StreamOp):
     """A causal sliding op (left padding includes the shift) fed all but the newest input frame.
 
-    State: ``held`` (B, C[, F], 0 or 1) the newest frame, not yet fed; the inner op's ``buf``/``skip``.
-    ``entry``: a shifted S-CC (stride 2), which :func:`releasing` lets run ahead; at the end of the
-    stream it feeds its held frame (the training form keeps the frame predicted past the signal),
-    while a plain shifted conv drops it (its training form drops the last input frame).
+    State (fixed layout): the inner op's ``buf``/``fill`` (and ``skip``) and ``held`` (C[, F], 1), the
+    newest frame not yet fed, valid when its counter ``nheld`` is 1. ``entry``: a shifted S-CC
+    (stride 2), which :func:`releasing` lets run ahead (it feeds its held frame, ``nheld`` becomes 0
+    although frames have arrived: the one counter whose value depends on more than the phase, so it is
+    the op's :attr:`layout_keys`). At the end of the stream an entry feeds its held frame (the training
+    form keeps the frame predicted past the signal), while a plain shifted conv drops it (its training
+    form drops the last input frame).
     """
 
     inner: SlidingOp
     frame: tuple[int, ...]  # (C,) or (C, F): the shape of one input frame
     entry: bool
     kind: str = "shifted_conv"
-    #: state entries whose shape depends on whether precompute ran (backends key their graphs on them)
-    layout_keys: tuple[str, ...] = ("held",)
+    #: counters whose value depends on whether precompute ran (the trace key and the clock check read them)
+    layout_keys: tuple[str, ...] = ("nheld",)
+
+    def __post_init__(self) -> None:
+        if not self.entry:
+            self.layout_keys = ()
+
+    @property
+    def releases(self) -> bool:
+        """Whether precompute lets this op feed its held frame (frame counts in ``"release"`` mode)."""
+        return self.entry
 
     def facts(self) -> TimeFacts:
         f = self.inner.facts()
@@ -79,27 +94,42 @@ class ShiftedOp(StreamOp):
     def owes_at_end(self) -> bool:
         return self.entry
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        st = self.inner.init_state(batch, like)
-        st["held"] = like.new_zeros((batch, *self.frame, 0))
-        return st
+    def state_spec(self, in_shapes, dtype):
+        spec = dict(self.inner.state_spec(in_shapes, dtype))
+        ax = len(self.frame)
+        spec["held"] = Field((*self.frame, 1), dtype, ax, "nheld")
+        spec["nheld"] = counter(0)
+        return spec
+
+    def out_shape(self, in_shape):
+        return self.inner.out_shape(in_shape)
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        """All but the newest frame are fed; in ``"release"`` mode (a state after precompute) an entry
+        has fed every frame."""
+        fed = m if (self.entry and mode == RELEASE_MODE) else torch.clamp(m - 1, min=0)
+        return self.inner.frames_out(fed, "step" if mode == RELEASE_MODE else mode)
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
         held = st["held"]
-        full = torch.cat([held, x], dim=-1) if x.shape[-1] else held
-        n = full.shape[-1]
-        inner_st = {k: v for k, v in st.items() if k != "held"}
-        if self.entry and mode == "step" and _RELEASE.get():
-            feed, keep = full, full.narrow(-1, n, 0)
-        elif n:
-            feed, keep = full.narrow(-1, 0, n - 1), full.narrow(-1, n - 1, 1)
+        nheld: int = st["nheld"]  # type: ignore[assignment]
+        n = x.shape[-1]
+        full = torch.cat([held, x], dim=-1) if n else held  # 1 + n frames, valid: the last nheld + n
+        avail = nheld + n
+        start = 1 - nheld
+        inner_st = {k: v for k, v in st.items() if k not in ("held", "nheld")}
+        release = self.entry and mode == "step" and _RELEASE.get()
+        if release or (mode == "flush" and self.entry):
+            n_feed, keep = avail, 0
+        elif mode == "flush":  # a shifted conv drops the frame after the signal
+            n_feed, keep = max(avail - 1, 0), 0
         else:
-            feed, keep = full, full
-        if mode == "flush":  # a shifted conv drops the frame after the signal; an entry computes it
-            feed, keep = (full, full.narrow(-1, n, 0)) if self.entry else (feed, keep.narrow(-1, 0, 0))
+            n_feed, keep = max(avail - 1, 0), min(avail, 1)
+        feed = full if (start == 0 and n_feed == full.shape[-1]) else full.narrow(-1, start, n_feed)
         y, new = self.inner.run([feed], inner_st, "step" if mode == "flush" else mode)
-        new["held"] = keep
+        new["held"] = full.narrow(-1, n, 1) if n else held
+        new["nheld"] = keep
         return y, new
 
 
@@ -164,14 +194,27 @@ class HoldingAlign(AlignQueues):
 
     name: str = ""
     kind: str = "soi_align"
+    #: in ``"release"`` frame counts, frames computed ahead wait here (see thinkonce.stream.layout)
+    holds_on_release: bool = True
+
+    @property
+    def layout_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The queue fills: how many frames computed ahead wait here depends on when precompute ran."""
+        return tuple(f"n{i}" for i, b in enumerate(self._bounds()) if b)
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[list[Tensor], State]:  # type: ignore[override]
         if mode == "step" and self.name in _HOLD.get():
             new = dict(st)
-            for i, (x, d) in enumerate(zip(xs, self.dims)):
-                q = st.get(f"q{i}")
-                if x.shape[d]:
-                    new[f"q{i}"] = torch.cat([q, x], dim=d) if q is not None else x
+            for i, (x, d, b) in enumerate(zip(xs, self.dims, self._bounds())):
+                m = x.shape[d]
+                if not m:
+                    continue
+                k: int = st.get(f"n{i}", 0)  # type: ignore[assignment]
+                if k + m > b:
+                    raise _overflow(self, f"queue q{i}", k + m, b)
+                q = st[f"q{i}"]
+                new[f"q{i}"] = torch.cat([q, x], dim=d).narrow(d, m, b)
+                new[f"n{i}"] = k + m
             return [x.narrow(d, 0, 0) for x, d in zip(xs, self.dims)], new
         return super().run(xs, st, mode)
 
@@ -214,37 +257,46 @@ class InterpolateOp(StreamOp):
         return (n_out, min(n_out, 2 * left + (1 if left else 0)),
                 min(n_out, 2 * right + 2 * self.ahead if right else 0))
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {"q": like.new_zeros((batch, *self.frame, 0))}
+    def state_spec(self, in_shapes, dtype):
+        return {"q": Field((*self.frame, self.ahead + 1), dtype, len(self.frame), "nq"), "nq": counter(0)}
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        """Slot 0 with the first frame, then a pair per frame once ``ahead`` more are known."""
+        return torch.where(m > 0, 1 + 2 * torch.clamp(m - self.ahead, min=0), 0)
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
         weights, ahead = INTERPOLATION_WEIGHTS[self.mode]
-        q = st["q"]
+        L = ahead + 1
+        buf = st["q"]
+        nq: int = st["nq"]  # type: ignore[assignment]
+        n = x.shape[-1]
         parts: list[Tensor] = []
-        if x.shape[-1]:
-            if q.shape[-1] == 0:  # the first computed frame: slot 0, and the left clamp
-                first = x.narrow(-1, 0, 1)
-                parts.append(first)
-                q = torch.cat([first, x], dim=-1)
-            else:
-                q = torch.cat([q, x], dim=-1)
-        flushing = mode == "flush" and q.shape[-1] > 0
+        pieces = [buf]
+        if n and nq == 0:  # the first computed frame: slot 0, and the left clamp
+            first = x.narrow(-1, 0, 1)
+            parts.append(first)
+            pieces.append(first)
+        if n:
+            pieces.append(x)
+        full = torch.cat(pieces, dim=-1) if len(pieces) > 1 else buf  # valid: the last `avail` frames
+        avail = nq + (n + 1 if n and nq == 0 else n)
+        q = full.narrow(-1, full.shape[-1] - avail, avail) if avail != full.shape[-1] else full
+        flushing = mode == "flush" and avail > 0
         if flushing:
             last = q.narrow(-1, q.shape[-1] - 1, 1)
             q = torch.cat([q] + [last] * ahead, dim=-1)
-        n_pairs = q.shape[-1] - (ahead + 1)
+        n_pairs = q.shape[-1] - L
         if n_pairs > 0:
             odd, even = interpolate_pairs(q, weights)
             pairs = interleave(odd, even)
             if flushing:
                 pairs = pairs.narrow(-1, 0, pairs.shape[-1] - 1)  # the clamp's own even slot is not a frame
             parts.append(pairs)
-            q = q.narrow(-1, n_pairs, q.shape[-1] - n_pairs)
-        if mode == "flush":
-            q = q.narrow(-1, 0, 0)
+        rest = min(q.shape[-1], L)
+        new_q = buf if not n else full.narrow(-1, full.shape[-1] - L, L)
         y = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0] if parts else x.new_zeros((*x.shape[:-1], 0))
-        return y, {"q": q}
+        return y, {"q": new_q, "nq": 0 if mode == "flush" else rest}  # type: ignore[dict-item]
 
 
 @register_op(interpolate)

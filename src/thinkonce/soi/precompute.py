@@ -13,9 +13,14 @@ path reaches the output directly would emit predictions early, and is refused. A
 frames computed ahead wait in the alignment queue during ``precompute`` (so its output is always
 empty, and frames the join owes from an interpolation's delay come with the next step).
 
-A state after ``precompute`` has a different layout from one after ``step`` at the same sample count
-(the held frame is consumed): traced backends key their graphs on it; ``Stream.reset`` of such a state
-raises (reset after the next ``step``), and a ``StreamPool`` batches rows only at the same layout.
+A state after ``precompute`` has the same layout as one after ``step`` (every buffer at its maximum
+size, the frames computed ahead fit the alignment queues: their bounds count the ``"release"`` frame
+arithmetic of :mod:`thinkonce.stream.layout`), but other counters: the entries' held-frame counters
+(``nheld``, their :attr:`~thinkonce.stream.layers.StreamOp.layout_keys`) are 0 although frames have
+arrived, and the deep path's fills have moved on. The clock check of ``step`` accepts both counter
+sets for a clock value, traced backends add the held-frame counters to their key (a graph per phase
+and per precomputed-or-not), ``Stream.reset`` restores zero history of the same kind, and a
+``StreamPool`` batches rows only with equal counters.
 """
 
 from __future__ import annotations
@@ -52,16 +57,9 @@ def holding_joins(stream: "Stream") -> tuple[frozenset[str], bool]:
     return frozenset(holds), stream.plan.output_arg in released
 
 
-def precompute(stream: "Stream", state: State) -> State:
-    """The state after computing the deep path for the next step ahead of time (see the module docstring)."""
-    if stream.spec is not None:
-        raise ThinkonceError("precompute() is defined for continuous mode (window=None) only")
-    if not fp_entries(stream):
-        raise ThinkonceError(
-            "precompute(): the model has no shifted S-CC, so no deep path can run ahead. Build it with "
-            "ShiftedStridedClonedConv1d/2d, or thinkonce.soi.apply(model, at=[...], mode='fp')."
-        )
-    stream._check_state(state, None)
+def release(stream: "Stream", state: State) -> State:
+    """``precompute`` without validation: one pass of an empty chunk while the S-CC entries release
+    their held frame. Raises when frames computed ahead would reach the output."""
     holds, leaks = holding_joins(stream)
     b = state_batch(state)
     x = torch.zeros((b, *stream.input_frame_shape, 0), dtype=stream.dtype, device=stream.device)
@@ -75,6 +73,19 @@ def precompute(stream: "Stream", state: State) -> State:
             "tensor (Extrapolate(...)(y, like=x_at_the_S-CC_input)) or join it with a skip connection."
         )
     for k, v in state.items():
-        if k.startswith("@"):
+        if k.startswith("@") and k not in new:  # @t, @fp (the counters @n are the pass's own)
             new[k] = v
     return new
+
+
+def precompute(stream: "Stream", state: State) -> State:
+    """The state after computing the deep path for the next step ahead of time (see the module docstring)."""
+    if stream.spec is not None:
+        raise ThinkonceError("precompute() is defined for continuous mode (window=None) only")
+    if not fp_entries(stream):
+        raise ThinkonceError(
+            "precompute(): the model has no shifted S-CC, so no deep path can run ahead. Build it with "
+            "ShiftedStridedClonedConv1d/2d, or thinkonce.soi.apply(model, at=[...], mode='fp')."
+        )
+    stream._check_state(state, None)
+    return release(stream, state)

@@ -10,6 +10,10 @@ static graph of tensor ops, with the state tensors as explicit inputs and output
 
 Keys that occur only during warm-up fall back to the eager step, so outputs and state layout are
 identical across backends (tests check it).
+
+A backend gets two functions and nothing of the stream: the pure step ``step(x, state) -> (y, state)``
+(no validation, no mutation) and the key function ``key(n, state)`` (the stream's
+:meth:`~thinkonce.stream.clock.Clock.trace_key` on the state's clock).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import io
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -25,26 +29,28 @@ from torch import Tensor
 
 from .state import State
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .stream import Stream
-
 BACKENDS = ("eager", "compiled", "onnx")
+
+#: the pure step function a backend traces: ``(x, state) -> (y, new_state)``
+StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
+#: the key function: ``(chunk length, state) -> key`` (None: warm-up, run eagerly)
+KeyFn = Callable[[int, State], Any]
 
 
 class _StepModule(nn.Module):
     """``forward(x, *state_tensors) -> (y, *new_state_tensors)`` for one key, in a fixed key order."""
 
-    def __init__(self, stream: "Stream", keys_in: list[str], keys_out: list[str],
+    def __init__(self, step: StepFn, keys_in: list[str], keys_out: list[str],
                  fixed: State | None = None) -> None:
         super().__init__()
-        self.stream = stream
+        self.step = step
         self.keys_in, self.keys_out = keys_in, keys_out
         self.fixed = dict(fixed or {})  # state entries the graph never reads as tensors (see TracedSteps)
 
     def forward(self, x: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
         state = dict(self.fixed)
         state.update(zip(self.keys_in, tensors))
-        y, new = self.stream._step_impl(x, state)
+        y, new = self.step(x, state)
         return (y, *[new[k] for k in self.keys_out])
 
 
@@ -61,19 +67,19 @@ class TracedSteps:
     #: most graphs kept per stream; further keys run eagerly
     max_graphs = 64
 
-    def __init__(self, stream: "Stream", kind: str) -> None:
+    def __init__(self, step: StepFn, key: KeyFn, kind: str) -> None:
         if kind not in ("compiled", "onnx"):
             raise ValueError(kind)
-        self.stream = stream
+        self.eager, self.key = step, key
         self.kind = kind
         self.cache: dict[tuple, Callable[[Tensor, State], tuple[Tensor, State]]] = {}
         self.seen: dict[tuple, int] = {}
         self.lock = threading.Lock()
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        key = self.stream._trace_key(x.shape[-1], state)
+        key = self.key(x.shape[-1], state)
         if key is None:
-            return self.stream._step_impl(x, state)
+            return self.eager(x, state)
         key = (key, x.shape[0])  # steady-state key fixes the layout; batch-specialised graphs fold all shapes
         fn = self.cache.get(key)
         if fn is None:
@@ -84,7 +90,7 @@ class TracedSteps:
                     if count >= self.trace_after and len(self.cache) < self.max_graphs:
                         self.seen.pop(key, None)
                         # the eager step on this input: the graph's layout probe, its check, and the result
-                        ref = self.stream._step_impl(x, state)
+                        ref = self.eager(x, state)
                         try:
                             fn = self._build(x, state, ref[1])
                             _check_against_eager(fn, x, state, ref)
@@ -95,13 +101,13 @@ class TracedSteps:
                                 "these steps run eagerly (same results, eager speed)",
                                 RuntimeWarning, stacklevel=4,
                             )
-                            fn = self.stream._step_impl
+                            fn = self.eager
                         self.cache[key] = fn
                         return ref
                     if len(self.seen) < 16 * self.max_graphs:  # bounded bookkeeping too
                         self.seen[key] = count
             if fn is None:
-                return self.stream._step_impl(x, state)
+                return self.eager(x, state)
         return fn(x, state)
 
     def _build(self, x: Tensor, state: State, probe: State) -> Callable[[Tensor, State], tuple[Tensor, State]]:
@@ -111,7 +117,7 @@ class TracedSteps:
         # of the graph: fewer inputs/outputs to marshal, no identity copies in the graph
         passthrough = sorted(k for k in probe if k in state and probe[k] is state[k])
         keys_out = sorted(k for k in probe if k not in passthrough)
-        mod = _StepModule(self.stream, keys_in, keys_out).eval()
+        mod = _StepModule(self.eager, keys_in, keys_out).eval()
         args = (x, *[state[k] for k in keys_in])
         if self.kind == "compiled":
             with warnings.catch_warnings(), torch.no_grad():
@@ -125,7 +131,7 @@ class TracedSteps:
                 unused = [k for k, v in zip(keys_in, graph_inputs) if not v.uses()]
                 if unused:
                     keys_in = [k for k in keys_in if k not in unused]
-                    mod = _StepModule(self.stream, keys_in, keys_out, {k: state[k] for k in unused}).eval()
+                    mod = _StepModule(self.eager, keys_in, keys_out, {k: state[k] for k in unused}).eval()
                     traced = torch.jit.trace(mod, (x, *[state[k] for k in keys_in]), check_trace=False)
                     fold_static_shapes(traced.graph)
                     traced = torch.jit.freeze(traced)
@@ -196,18 +202,19 @@ def fold_static_shapes(graph: torch._C.Graph) -> int:
     return folded
 
 
-def export_step(stream: "Stream", chunk: Tensor, state: State, f: Any, opset: int = 17,
+def export_step(step: StepFn, chunk: Tensor, state: State, f: Any, opset: int = 17,
                 dynamic_batch: bool = True, keys_out: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """Export the step for this chunk length and phase to ONNX: inputs ``x`` + state, outputs ``y`` + state.
+    """Export the pure ``step`` for this chunk length and phase to ONNX: inputs ``x`` + state, outputs
+    ``y`` + state.
 
     With ``dynamic_batch=False`` every shape is static, so the exporter folds all shape arithmetic
     away (several times faster for small steps); with ``True`` the batch axis stays symbolic.
     """
     keys_in = sorted(state)
     if keys_out is None:
-        _, probe = stream._step_impl(chunk, state)
+        _, probe = step(chunk, state)
         keys_out = sorted(probe)
-    mod = _StepModule(stream, keys_in, keys_out).eval()
+    mod = _StepModule(step, keys_in, keys_out).eval()
     args = (chunk, *[state[k] for k in keys_in])
     in_names = ["x"] + [f"state.{k}" for k in keys_in]
     out_names = ["y"] + [f"new_state.{k}" for k in keys_out]
@@ -229,7 +236,7 @@ def _onnx_runner(mod: nn.Module, args: tuple, keys_in: list[str], keys_out: list
     import onnxruntime as ort
 
     buf = io.BytesIO()
-    export_step(mod.stream, args[0], dict(zip(keys_in, args[1:])), buf, dynamic_batch=False, keys_out=keys_out)
+    export_step(mod.step, args[0], dict(zip(keys_in, args[1:])), buf, dynamic_batch=False, keys_out=keys_out)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.inter_op_num_threads = 1

@@ -70,7 +70,7 @@ def self_check(s: "Stream", seed: int = 0) -> None:
         return
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
-    period = s._period
+    period = s.clock.period
     if s.spec is None:
         rf = int(max(p.rf for p in s.plan.nodes if p.temporal))
         n = min(max(3 * period, rf + 2 * period, 32), 8192)

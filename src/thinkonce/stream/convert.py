@@ -94,9 +94,16 @@ class _Recorder(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
         self.shapes[n] = _shape_of(out)
-        if n in self.signal_free:
+        if n in self.signal_free or _plain(out):  # plain values: ``x.dim() - 1`` is a constant too
             self.values[n] = out
         return out
+
+
+def _plain(v: Any) -> bool:
+    """An int/float/bool/None or a tuple of them (a size, a dim): recorded by value, never a tensor."""
+    if isinstance(v, (tuple, list)):
+        return all(_plain(e) for e in v)
+    return v is None or isinstance(v, (bool, int, float, torch.Size))
 
 
 def _shape_of(v: Any) -> Any:

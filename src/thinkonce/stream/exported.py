@@ -215,10 +215,10 @@ def _lift_call(n: fx.Node, graph: fx.Graph, load, attr, add_module) -> fx.Node:
     if packet in (ATEN.dropout, ATEN.feature_dropout, ATEN.alpha_dropout) and not kw.get("train", False):
         return load(kw["input"])
     if packet is ATEN.pad:
-        return graph.call_function(F.pad, (load(kw["input"]), list(kw["pad"])),
+        return graph.call_function(F.pad, (load(kw["input"]), list(load(kw["pad"]))),
                                    {"mode": kw.get("mode", "constant"), "value": kw.get("value")})
     if packet is ATEN.constant_pad_nd:
-        return graph.call_function(F.pad, (load(kw["input"]), list(kw["pad"])),
+        return graph.call_function(F.pad, (load(kw["input"]), list(load(kw["pad"]))),
                                    {"mode": "constant", "value": float(kw.get("value", 0.0))})
     if packet is ATEN.upsample_nearest1d:
         scale = _nearest_scale(n, kw)
@@ -236,7 +236,7 @@ def _lift_call(n: fx.Node, graph: fx.Graph, load, attr, add_module) -> fx.Node:
         return graph.call_method(_METHODS[packet], load(n.args), load(n.kwargs))
     if packet is ATEN.slice and first is not None:
         dim = int(kw.get("dim", 0))
-        sl = slice(kw.get("start"), kw.get("end"), kw.get("step", 1))
+        sl = slice(load(kw.get("start")), load(kw.get("end")), load(kw.get("step", 1)))
         ndim = _meta_ndim(first)
         if ndim is not None:
             index = tuple([slice(None)] * (dim % ndim) + [sl])
@@ -273,7 +273,15 @@ def _check_same(original: fx.GraphModule, lifted: fx.GraphModule, example: torch
     """The rewrite must not change the model: compare both on the example (and a random input)."""
     x = torch.randn_like(example) if example.is_floating_point() else example
     with torch.no_grad():
-        want, got = original(x), lifted(x)
+        want = original(x)
+        try:
+            got = lifted(x)
+        except Exception as e:  # a lifting rule left the graph inconsistent: refuse, never crash later
+            raise UnsupportedNodeError(
+                f"torch.export traced the model, but its ATen graph could not be rewritten into torch calls "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
+                "please report it with the model, or make forward() traceable by torch.fx"
+            ) from e
     want = want[0] if isinstance(want, (tuple, list)) and len(want) == 1 else want
     if not (isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor)):
         return  # tuple outputs: the converter refuses them with its own message

@@ -174,7 +174,9 @@ def _export_route(model: nn.Module, example: torch.Tensor, window: int | None, f
             ex = example[:1].expand(2, *example.shape[1:]).contiguous()
             spec[0] = torch.export.Dim("batch", min=1, max=1 << 16)
         if window is None:
-            spec[example.dim() - 1] = torch.export.Dim("time", min=2, max=1 << 20)
+            # DYNAMIC, not Dim("time", min=2): export infers the range the model needs (a valid conv needs
+            # T >= k) instead of failing on "Constraints violated"; it still raises if time is specialised
+            spec[example.dim() - 1] = torch.export.Dim.DYNAMIC
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.export.export(model, (ex,), dynamic_shapes=(spec,) if spec else None, strict=False)

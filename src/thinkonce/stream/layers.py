@@ -13,6 +13,13 @@ a new state dict. Nothing is modified in place, so an old state stays valid and 
 
 Rows of a batch advance in lock-step (same chunk length), so phase counters are equal across rows; they
 are stored per row anyway so the state stays batch-first everywhere.
+
+State contract: every op declares its state with :meth:`StreamOp.state_spec` (per-row shapes, dtypes,
+time axes with their maximum lengths), and ``run`` returns exactly that layout at every phase. Buffers
+are kept at their maximum length, right-aligned: the valid frames are the last ``fill`` of them.
+Integer counters (fills, skips, flags) are :class:`~thinkonce.stream.state.Field` s of shape ``()``: the
+op reads and returns them as Python ints in its state dict, and the :class:`Program` stores all of
+them in one ``@n`` tensor (one read per step instead of one per op).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..errors import InternalStateError
+from .state import Field, counter
 
 State = dict[str, Tensor]
 
@@ -62,7 +72,7 @@ class TimeFacts:
 
 
 class StreamOp:
-    """Base class: a temporal op with explicit state. Subclasses document their state keys."""
+    """Base class: a temporal op with explicit state of a fixed layout (see :meth:`state_spec`)."""
 
     #: short human name used in error messages and reports
     kind: str = "op"
@@ -83,21 +93,62 @@ class StreamOp:
         """Whether the op can still emit frames when the stream ends (right padding, held frames)."""
         return True
 
-    def init_state(self, batch: int, like: Tensor) -> State:  # pragma: no cover - interface
-        raise NotImplementedError
+    def state_spec(self, in_shapes: Sequence[tuple[int, ...]], dtype: torch.dtype) -> dict[str, Field]:
+        """The op's state: key -> :class:`Field`. ``in_shapes`` are the per-row shapes (batch dim
+        excluded; the time axis' length is irrelevant) of its temporal inputs."""
+        return {}
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-row shape of the output frames for input frames of ``in_shape`` (time length kept)."""
+        return in_shape
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        """Frames emitted in total after ``m`` input frames (element-wise over an int64 tensor ``m``),
+        in "step" or "stale" mode: the op's time-axis arithmetic, used to bound alignment queues."""
+        return m
+
+    def init_state(self, batch: int, like: Tensor, in_shapes: Sequence[tuple[int, ...]] | None = None) -> State:
+        """A fresh state from :meth:`state_spec`: buffers filled with their ``init``, counters as ints."""
+        spec = self.state_spec(in_shapes or [], like.dtype)
+        st: dict = {}
+        for k, f in spec.items():
+            if f.is_counter:
+                st[k] = int(f.init)
+            else:
+                st[k] = f.initial(batch, f.dtype, like.device)
+        return st
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:  # pragma: no cover
         raise NotImplementedError
+
+
+def _overflow(op: StreamOp, what: str, n: int, cap: int) -> InternalStateError:
+    return InternalStateError(
+        f"{op.kind} op: {what} would hold {n} frames but its state spec declares at most {cap}; "
+        "this is a bug in thinkonce's bounds (please report it with the model)"
+    )
+
+
+def _with_time(shape: tuple[int, ...], axis: int, n: int) -> tuple[int, ...]:
+    sh = list(shape)
+    sh[axis] = n
+    return tuple(sh)
 
 
 @dataclass
 class SlidingOp(StreamOp):
     """Conv1d / MaxPool1d / AvgPool1d: a kernel sliding over time with stride, dilation and padding.
 
-    State: ``buf`` holds the input frames (padding frames included) that later outputs still need, at
-    most ``span - 1`` of them; ``skip`` counts future input frames to discard when the stride is larger
-    than the kernel span. Left padding is the initial content of ``buf``; right padding is appended only
-    when the stream ends (``flush``) or provisionally (``stale``).
+    State: ``buf`` (C_in, L) holds, right-aligned, the last ``fill`` input frames (padding frames
+    included) that later outputs still need; ``skip`` counts future input frames to discard when the
+    stride is larger than the kernel span. Left padding is the initial content of ``buf``; right padding
+    is appended only when the stream ends (``flush``) or provisionally (``stale``).
+
+    Bound ``L = max(pad_left, span - 1)``: a fresh state holds ``pad_left`` frames. After a run over
+    ``E`` available frames (buffer, new input and any right padding), if ``E < span`` nothing is emitted
+    and at most ``E <= span - 1`` frames remain; otherwise ``k = (E - span) // s + 1`` outputs consume
+    ``k * s`` frames and ``E - k*s = (E - span) mod s + span - s <= span - 1`` remain (fewer when right
+    padding or a skip is among them, none after ``flush``). So no run leaves more than ``span - 1``.
     """
 
     fn: Callable[[Tensor], Tensor]  # applies the op with padding=0 to a contiguous block of frames
@@ -114,6 +165,10 @@ class SlidingOp(StreamOp):
     @property
     def span(self) -> int:
         return self.dilation * (self.kernel - 1) + 1
+
+    @property
+    def max_buffer(self) -> int:
+        return max(self.pad_left, self.span - 1)
 
     def owes_at_end(self) -> bool:
         return self.pad_right > 0
@@ -137,22 +192,39 @@ class SlidingOp(StreamOp):
             out_right = max(0, n_out - first)
         return n_out, out_left, min(out_right, n_out)
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        buf = like.new_full((batch, self.in_channels, self.pad_left), self.pad_value)
-        return {"buf": buf, "skip": _counter(batch, 0, like.device)}
+    @property
+    def may_skip(self) -> bool:
+        """Whether the skip counter can become non-zero: only when the stride outruns the kernel span
+        (or stale right padding outruns it); otherwise the op keeps no ``skip``."""
+        return self.stride > self.span or self.pad_right > self.span - self.stride
+
+    def state_spec(self, in_shapes, dtype):
+        spec = {"buf": Field((self.in_channels, self.max_buffer), dtype, 1, "fill", self.pad_value),
+                "fill": counter(self.pad_left)}
+        if self.may_skip:
+            spec["skip"] = counter(0)
+        return spec
+
+    def out_shape(self, in_shape):
+        c = self.out_channels if self.out_channels is not None else in_shape[0]
+        return (c, *in_shape[1:])
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        e = m + self.pad_left + (self.pad_right if mode == "stale" else 0)
+        return torch.where(e >= self.span, torch.div(e - self.span, self.stride, rounding_mode="floor") + 1, 0)
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
-        buf = torch.cat([st["buf"], x], dim=2) if x.shape[2] else st["buf"]
-        # the skip counter can only become non-zero when the stride outruns the kernel span (or stale
-        # right padding outruns it); otherwise reading it back is pure overhead
-        may_skip = self.stride > self.span or self.pad_right > self.span - self.stride
-        skip = int(st["skip"][0]) if may_skip and st["skip"].numel() else 0
+        L = self.max_buffer
+        n = x.shape[2]
+        full = torch.cat([st["buf"], x], dim=2) if n else st["buf"]  # L + n frames, valid: the last fill + n
+        fill: int = st["fill"]  # type: ignore[assignment]
+        skip: int = st.get("skip", 0)  # type: ignore[assignment]
+        start, real = L - fill, fill + n
         if skip:
-            drop = min(skip, buf.shape[2])
-            buf = buf.narrow(2, drop, buf.shape[2] - drop)
-            skip -= drop
-        real = buf.shape[2]
+            drop = min(skip, real)
+            start, real, skip = start + drop, real - drop, skip - drop
+        buf = full if start == 0 else full.narrow(2, start, real)
         ext = buf
         virtual = 0  # right-pad positions swallowed by a pending skip (stride larger than span)
         if mode != "step" and self.pad_right:
@@ -170,19 +242,21 @@ class SlidingOp(StreamOp):
             c = self.out_channels if self.out_channels is not None else buf.shape[1]
             y = buf.new_zeros((buf.shape[0], c, 0))
         consume = n_out * s
-        if consume == 0:
-            pass
-        elif consume <= real:
-            buf = buf.narrow(2, consume, buf.shape[2] - consume)
+        if consume <= real:
+            rest = real - consume
         else:
             skip = virtual + consume - real
-            buf = buf.narrow(2, real, buf.shape[2] - real)
+            rest = 0
         if mode == "flush":
-            buf = buf.narrow(2, 0, 0)
-        old = st["skip"]
-        if not may_skip:
-            return y, {"buf": buf, "skip": old}
-        return y, {"buf": buf, "skip": torch.full_like(old, skip)}
+            rest = 0
+        if rest > L:
+            raise _overflow(self, "buf", rest, L)
+        new: dict = {"buf": full.narrow(2, n, L) if n else st["buf"], "fill": rest}
+        if "skip" in st:
+            new["skip"] = skip
+        elif skip:
+            raise _overflow(self, "skip", skip, 0)
+        return y, new
 
 
 @dataclass
@@ -194,7 +268,8 @@ class TransposedConvOp(StreamOp):
     and added to the next block. Padding and output_padding are applied by a following :class:`TrimOp`
     and the extra zero frames this op appends at the end of the stream.
 
-    State: ``carry`` (B, C_out, max(span - stride, 0)) partial sums, ``started`` (B,) 0 before the first frame.
+    State: ``carry`` (C_out, max(span - stride, 0)) partial sums (always full length: zeros before the
+    first frame), ``started`` 0 before the first frame.
     """
 
     weight: Tensor
@@ -214,19 +289,25 @@ class TransposedConvOp(StreamOp):
         reach = math.ceil(self.span / self.stride)  # input frames the widest output frame sums
         return TimeFacts(Fraction(1, self.stride), reach, 0, 0, reach)
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        tail = max(self.span - self.stride, 0)
-        return {
-            "carry": like.new_zeros((batch, self.out_channels, tail)),
-            "started": _counter(batch, 0, like.device),
-        }
+    def state_spec(self, in_shapes, dtype):
+        return {"carry": Field((self.out_channels, max(self.span - self.stride, 0)), dtype),
+                "started": counter(0)}
+
+    def out_shape(self, in_shape):
+        return (self.out_channels, *in_shape[1:])
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        s, span = self.stride, self.span
+        if span >= s:
+            return m * s
+        return torch.where(m > 0, (m - 1) * s + span, 0)
 
     def _bias(self, y: Tensor) -> Tensor:
         return y if self.bias is None else y + self.bias.view(1, -1, 1)
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
-        started = int(st["started"][0]) if st["started"].numel() else 0
+        started: int = st["started"]  # type: ignore[assignment]
         carry = st["carry"]
         s, span = self.stride, self.span
         tail = max(span - s, 0)
@@ -243,9 +324,8 @@ class TransposedConvOp(StreamOp):
         if mode == "flush" and started:
             extra = carry.new_zeros((carry.shape[0], carry.shape[1], self.output_padding))
             out = torch.cat([out, carry, extra], dim=2)
-            carry = carry.narrow(2, 0, 0)
-        new = {"carry": carry, "started": torch.full_like(st["started"], started)}
-        return self._bias(out), new
+            carry = torch.zeros_like(carry)
+        return self._bias(out), {"carry": carry, "started": started}  # type: ignore[dict-item]
 
 
 @dataclass
@@ -254,6 +334,10 @@ class TrimOp(StreamOp):
 
     The last ``right`` frames cannot be known to be last until the stream ends, so they are held back in
     ``held``: that is a delay of ``right`` frames, which :attr:`Stream.delay` reports.
+
+    State: ``drop`` (frames still to drop at the start); if ``right``: ``held`` (its input frame shape with
+    ``right`` frames on the time axis, right-aligned) and its fill ``nheld`` (at most ``right``: every
+    frame beyond the last ``right`` is emitted).
     """
 
     left: int
@@ -268,32 +352,50 @@ class TrimOp(StreamOp):
         n_out = max(0, n - self.left - self.right)
         return n_out, min(n_out, max(0, left - self.left)), min(n_out, max(0, right - self.right))
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {"drop": _counter(batch, self.left, like.device)}
+    def state_spec(self, in_shapes, dtype):
+        spec: dict[str, Field] = {"drop": counter(self.left)}
+        if self.right:
+            if not in_shapes:
+                raise ValueError("TrimOp.state_spec needs the input frame shape")
+            ax = self.dim - 1
+            spec["held"] = Field(_with_time(tuple(in_shapes[0]), ax, self.right), dtype, ax, "nheld")
+            spec["nheld"] = counter(0)
+        return spec
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        return torch.clamp(m - self.left - self.right, min=0)
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
-        d = self.dim
-        if "held" in st:
-            x = torch.cat([st["held"], x], dim=d)
-        drop = int(st["drop"][0]) if st["drop"].numel() else 0
+        d, R = self.dim, self.right
+        n = x.shape[d]
+        if R:
+            nh: int = st["nheld"]  # type: ignore[assignment]
+            full = torch.cat([st["held"], x], dim=d) if n else st["held"]
+            start, avail = R - nh, nh + n
+        else:
+            full, start, avail = x, 0, n
+        drop: int = st["drop"]  # type: ignore[assignment]
         if drop:
-            k = min(drop, x.shape[d])
-            x = x.narrow(d, k, x.shape[d] - k)
-            drop -= k
-        new: State = {"drop": torch.full_like(st["drop"], drop)}
-        if mode == "flush":
-            keep = max(x.shape[d] - self.right, 0)
-            return x.narrow(d, 0, keep), new
-        keep = max(x.shape[d] - self.right, 0)
-        new["held"] = x.narrow(d, keep, x.shape[d] - keep)
-        return x.narrow(d, 0, keep), new
+            k = min(drop, avail)
+            start, avail, drop = start + k, avail - k, drop - k
+        valid = full if start == 0 else full.narrow(d, start, avail)
+        keep = max(avail - R, 0)
+        new: dict = {"drop": drop}
+        if R:
+            new["held"] = full.narrow(d, n, R) if n else st["held"]
+            new["nheld"] = 0 if mode == "flush" else avail - keep
+        if mode == "flush" or keep == avail:
+            return valid if keep == avail else valid.narrow(d, 0, keep), new
+        return valid.narrow(d, 0, keep), new
 
 
 @dataclass
 class PadOp(StreamOp):
     """Constant padding on the time axis (``F.pad`` / ``ConstantPad1d``) that could not be fused into
-    the following sliding op: ``left`` frames are emitted with the first chunk, ``right`` at the end."""
+    the following sliding op: ``left`` frames are emitted with the first chunk, ``right`` at the end.
+
+    State: ``started`` (0 before the first run)."""
 
     left: int
     right: int
@@ -308,8 +410,11 @@ class PadOp(StreamOp):
         n_out = n + self.left + self.right
         return n_out, min(n_out, self.left + left), min(n_out, self.right + right)
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {"started": _counter(batch, 0, like.device)}
+    def state_spec(self, in_shapes, dtype):
+        return {"started": counter(0)}
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        return m + self.left
 
     def _frames(self, x: Tensor, n: int) -> Tensor:
         shape = list(x.shape)
@@ -318,7 +423,7 @@ class PadOp(StreamOp):
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
-        started = int(st["started"][0]) if st["started"].numel() else 0
+        started = st["started"]
         parts = []
         if not started and self.left:
             parts.append(self._frames(x, self.left))
@@ -326,7 +431,7 @@ class PadOp(StreamOp):
         if mode == "flush" and self.right:
             parts.append(self._frames(x, self.right))
         y = torch.cat(parts, dim=self.dim) if len(parts) > 1 else x
-        return y, {"started": torch.full_like(st["started"], 1)}
+        return y, {"started": 1}  # type: ignore[dict-item]
 
 
 @dataclass
@@ -340,11 +445,11 @@ class UpsampleOp(StreamOp):
     def facts(self) -> TimeFacts:
         return TimeFacts(stride=Fraction(1, self.factor), rf_frames=1)
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {}
-
     def owes_at_end(self) -> bool:
         return False
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        return m * self.factor
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         (x,) = xs
@@ -366,11 +471,26 @@ class ChainOp(StreamOp):
     def owes_at_end(self) -> bool:
         return any(op.owes_at_end() for op in self.ops)
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        st: State = {}
+    def state_spec(self, in_shapes, dtype):
+        spec: dict[str, Field] = {}
+        shapes = list(in_shapes)
         for i, op in enumerate(self.ops):
-            st.update({f"{i}.{k}": v for k, v in op.init_state(batch, like).items()})
-        return st
+            for k, f in op.state_spec(shapes, dtype).items():
+                if f.fill is not None:
+                    f = Field(f.shape, f.dtype, f.time_axis, f"{i}.{f.fill}", f.init)
+                spec[f"{i}.{k}"] = f
+            shapes = [op.out_shape(tuple(shapes[0]))] if shapes else []
+        return spec
+
+    def out_shape(self, in_shape):
+        for op in self.ops:
+            in_shape = op.out_shape(in_shape)
+        return in_shape
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
+        for op in self.ops:
+            m = op.frames_out(m, mode)
+        return m
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[Tensor, State]:
         new: State = {}
@@ -390,25 +510,61 @@ class AlignQueues(StreamOp):
     Branches with different look-ahead produce frames at different times; each branch's frames wait in
     its queue ``q<i>`` until every branch has produced the same frame. ``run`` returns the aligned,
     equal-length blocks; the caller applies the combining op to them.
+
+    State: for each branch ``i`` that can be ahead (``bounds[i] > 0``), ``q<i>`` (its frame shape with
+    ``bounds[i]`` frames on the time axis, right-aligned) and its fill ``n<i>``. ``bounds`` comes from
+    the branches' frame arithmetic (:func:`thinkonce.stream.layout.queue_bounds`); a queue that would
+    outgrow it raises :class:`~thinkonce.errors.InternalStateError`.
     """
 
     dims: tuple[int, ...]  # time axis of each temporal input
     kind: str = "align"
+    bounds: tuple[int, ...] | None = None  # most frames each queue holds (set by the Program)
 
     def owes_at_end(self) -> bool:
         return False  # queues only wait for the other branches, which are counted themselves
 
-    def init_state(self, batch: int, like: Tensor) -> State:
-        return {}  # an absent queue is empty; queues appear only while a branch is ahead
+    def _bounds(self) -> tuple[int, ...]:
+        if self.bounds is None:
+            raise ValueError("AlignQueues needs its queue bounds (thinkonce.stream.layout.queue_bounds)")
+        return self.bounds
+
+    def state_spec(self, in_shapes, dtype):
+        spec: dict[str, Field] = {}
+        for i, (b, d) in enumerate(zip(self._bounds(), self.dims)):
+            if b:
+                ax = d - 1
+                spec[f"q{i}"] = Field(_with_time(tuple(in_shapes[i]), ax, b), dtype, ax, f"n{i}")
+                spec[f"n{i}"] = counter(0)
+        return spec
+
+    def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:  # m: (branches, T)
+        return m.min(dim=0).values
 
     def run(self, xs: Sequence[Tensor], st: State, mode: str) -> tuple[list[Tensor], State]:  # type: ignore[override]
-        full = []
-        for i, (x, d) in enumerate(zip(xs, self.dims)):
-            q = st.get(f"q{i}")
-            full.append(torch.cat([q, x], dim=d) if q is not None else x)
-        n = min(f.shape[d] for f, d in zip(full, self.dims))
-        new: State = {}
-        for i, (f, d) in enumerate(zip(full, self.dims)):
-            if f.shape[d] > n and mode != "flush":
-                new[f"q{i}"] = f.narrow(d, n, f.shape[d] - n)
-        return [f.narrow(d, 0, n) for f, d in zip(full, self.dims)], new
+        bounds = self._bounds()
+        fulls, starts, avails = [], [], []
+        for i, (x, d, b) in enumerate(zip(xs, self.dims, bounds)):
+            if b:
+                q = st[f"q{i}"]
+                k: int = st[f"n{i}"]  # type: ignore[assignment]
+                fulls.append(torch.cat([q, x], dim=d) if x.shape[d] else q)
+                starts.append(b - k)
+                avails.append(k + x.shape[d])
+            else:
+                fulls.append(x)
+                starts.append(0)
+                avails.append(x.shape[d])
+        n = min(avails)
+        new: dict = {}
+        heads = []
+        for i, (f, d, b) in enumerate(zip(fulls, self.dims, bounds)):
+            rest = 0 if mode == "flush" else avails[i] - n
+            if rest > b:
+                raise _overflow(self, f"queue q{i}", rest, b)
+            heads.append(f if (starts[i] == 0 and f.shape[d] == n) else f.narrow(d, starts[i], n))
+            if b:
+                m = xs[i].shape[d]
+                new[f"q{i}"] = f.narrow(d, m, b) if m else st[f"q{i}"]
+                new[f"n{i}"] = rest
+        return heads, new

@@ -6,6 +6,10 @@ fall there too). When the chunk is a multiple of ``M`` every call sees the same 
 graph is the step. Otherwise the calls cycle through the phases ``t0, t0 + n, t0 + 2n, ... (mod M)``:
 each phase is exported as its own graph, and :func:`merge_phases` joins them under a balanced tree of ONNX
 ``If`` nodes that picks the branch from ``state.@t`` at run time. The branches' weights are stored once.
+
+Warm-up: before ``start`` samples (the stream's warm-up) every clock value is its own phase, so one
+graph runs a stream from its cold initial state: the phase of clock ``t`` is ``t`` if ``t < start``,
+else ``start + (t - start) mod M``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from onnx import TensorProto, helper
 
 
 def merge_phases(models: Sequence[onnx.ModelProto], phases: Sequence[int], modulus: int,
-                 clock: str = "state.@t") -> onnx.ModelProto:
+                 clock: str = "state.@t", start: int = 0,
+                 shapes: dict[str, Sequence[int]] | None = None) -> onnx.ModelProto:
     """Join per-phase step graphs (same input and output names) into one graph switching on ``clock``.
 
-    Branch ``k`` runs when ``clock[0] % modulus == phases[k]``. A phase not listed (a state from elsewhere
-    than the export's documented start) falls to a neighbouring branch: feed states this graph produced.
+    Branch ``k`` runs when the phase of ``clock[0]`` (``t`` below ``start``, else ``start + (t - start) %
+    modulus``) equals ``phases[k]``. A phase not listed (a state from elsewhere than the export's
+    documented start) falls to a neighbouring branch: feed states this graph produced. ``shapes`` gives
+    concrete dims (after the batch) of inputs/outputs whose shape is the same in every branch.
     """
     if len(models) != len(phases) or not models:
         raise ValueError("one model per phase")
@@ -41,6 +48,7 @@ def merge_phases(models: Sequence[onnx.ModelProto], phases: Sequence[int], modul
     consts = [
         helper.make_tensor("phase.zero", TensorProto.INT64, [], [0]),
         helper.make_tensor("phase.modulus", TensorProto.INT64, [], [modulus]),
+        helper.make_tensor("phase.start", TensorProto.INT64, [], [start]),
     ]
     counter = [0]
 
@@ -64,12 +72,24 @@ def merge_phases(models: Sequence[onnx.ModelProto], phases: Sequence[int], modul
             helper.make_node("If", [f"phase.cond{j}"], names, then_branch=then_g, else_branch=else_g),
         ]
 
-    nodes = [
-        helper.make_node("Gather", [clock, "phase.zero"], ["phase.t"], axis=0),
-        helper.make_node("Mod", ["phase.t", "phase.modulus"], ["phase.value"]),
-    ] + tree(0, len(phases), out_names)
-    inputs = [_dynamic(i) for i in _union_inputs(models)]
-    graph = helper.make_graph(nodes, "thinkonce_step", inputs, [_dynamic(o) for o in base.output],
+    if start:
+        head = [
+            helper.make_node("Gather", [clock, "phase.zero"], ["phase.t"], axis=0),
+            helper.make_node("Sub", ["phase.t", "phase.start"], ["phase.d"]),
+            helper.make_node("Mod", ["phase.d", "phase.modulus"], ["phase.m"]),
+            helper.make_node("Add", ["phase.m", "phase.start"], ["phase.steady"]),
+            helper.make_node("Less", ["phase.t", "phase.start"], ["phase.warm"]),
+            helper.make_node("Where", ["phase.warm", "phase.t", "phase.steady"], ["phase.value"]),
+        ]
+    else:
+        head = [
+            helper.make_node("Gather", [clock, "phase.zero"], ["phase.t"], axis=0),
+            helper.make_node("Mod", ["phase.t", "phase.modulus"], ["phase.value"]),
+        ]
+    nodes = head + tree(0, len(phases), out_names)
+    shapes = shapes or {}
+    inputs = [_dynamic(i, shapes.get(i.name)) for i in _union_inputs(models)]
+    graph = helper.make_graph(nodes, "thinkonce_step", inputs, [_dynamic(o, shapes.get(o.name)) for o in base.output],
                               initializer=consts + list(shared.values()))
     model = helper.make_model(graph, opset_imports=list(models[0].opset_import), producer_name="thinkonce")
     model.ir_version = models[0].ir_version
@@ -115,9 +135,13 @@ def _untyped(vi: onnx.ValueInfoProto, new_name: str) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(new_name, vi.type.tensor_type.elem_type, None)
 
 
-def _dynamic(vi: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
-    """Keep the rank, make every axis symbolic: batch, and lengths that change with the phase."""
+def _dynamic(vi: onnx.ValueInfoProto, dims: Sequence[int] | None = None) -> onnx.ValueInfoProto:
+    """Keep the rank; the batch axis is symbolic, the others are ``dims`` where given (a fixed state
+    layout), else symbolic too (lengths that change with the phase)."""
     rank = len(vi.type.tensor_type.shape.dim)
+    if dims is not None and len(dims) == rank - 1:
+        shape = ["batch", *[int(d) for d in dims]]
+        return helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type, shape)
     shape = ["batch" if i == 0 else f"{vi.name}.d{i}" for i in range(rank)]
     return helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type, shape)
 

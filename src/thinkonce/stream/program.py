@@ -2,6 +2,10 @@
 
 The trunk runs node by node on *chunks* (the new frames of every value); stateful nodes read their slice
 of the flat state dict (keys ``"<node>.<key>"``) and write a new one. Nothing is mutated in place.
+
+The state layout is fixed (:attr:`Program.spec`): tensor fields keep their declared shapes, and every
+integer counter of every op is one column of ``@n`` (batch, K). A step reads ``@n`` once, hands each op
+its counters as Python ints, and writes ``@n`` back (the same tensor when no counter changed).
 """
 
 from __future__ import annotations
@@ -13,8 +17,15 @@ import torch.fx as fx
 from torch import Tensor
 from torch.fx.node import map_arg
 
+import dataclasses
+import math
+
 from .convert import NodePlan, Plan
 from .layers import AlignQueues, State
+from .layout import queue_bounds
+from .state import Field, StateSpec
+
+COUNTERS = "@n"
 
 
 def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
@@ -55,7 +66,7 @@ def make_call(node: fx.Node, gm: fx.GraphModule) -> Callable[[Callable[[fx.Node]
 class Program:
     """Runs a :class:`Plan` chunk by chunk."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, horizon: int | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.plan = plan
         self.calls: dict[fx.Node, Callable] = {}
         self.consts: dict[fx.Node, Any] = {}
@@ -84,14 +95,71 @@ class Program:
             if p.op is not None and p.kind == "temporal" and not p.op.owes_at_end() and p.node in self.empty_shapes_t
         }
         self.prefixes = {p.node: p.node.name + "." for p in plan.nodes if p.op is not None}
+        self._build_spec(horizon, dtype)
+
+    # ------------------------------------------------------------------ layout
+    def _in_shapes(self, p: NodePlan) -> list[tuple[int, ...]]:
+        shapes = []
+        for a in p.temporal_args:
+            sh = self.plan.example_shapes.get(a)
+            shapes.append(tuple(sh[1:]) if isinstance(sh, tuple) and all(isinstance(e, int) for e in sh) else ())
+        return shapes
+
+    def _build_spec(self, horizon: int | None, dtype: torch.dtype) -> None:
+        """Bind alignment queues to their bounds and fix the layout: tensor fields per node, counters
+        as columns of ``@n``."""
+        plan = self.plan
+        aligns = [p for p in self.trunk if isinstance(p.op, AlignQueues)]
+        if aligns:
+            if horizon is None:
+                rf = int(max((p.rf for p in plan.nodes if p.temporal), default=1))
+                period = 1
+                for p in plan.nodes:
+                    if p.temporal and p.rate is not None:
+                        period = math.lcm(period, p.rate.numerator)
+                horizon = 4 * (rf + period) + 64
+            bounds = queue_bounds(plan, horizon)
+            for p in aligns:
+                p.op = dataclasses.replace(p.op, bounds=bounds[p.node])
+        self.dtype = dtype
+        fields: dict[str, Field] = {}
+        counters: list[str] = []
+        self._node_fields: dict[fx.Node, list[tuple[str, str]]] = {}
+        self._node_counters: dict[fx.Node, list[tuple[str, int]]] = {}
+        self._node_specs: dict[fx.Node, tuple[list[tuple[int, ...]], dict[str, Field]]] = {}
+        for p in self.trunk:
+            if p.op is None:
+                continue
+            pre = self.prefixes[p.node]
+            shapes = self._in_shapes(p)
+            local = p.op.state_spec(shapes, dtype)
+            self._node_specs[p.node] = (shapes, local)
+            tf, cf = [], []
+            for k, f in local.items():
+                if f.is_counter:
+                    cf.append((k, len(counters)))
+                    counters.append(pre + k)
+                else:
+                    fields[pre + k] = f if f.fill is None else dataclasses.replace(f, fill=pre + f.fill)
+                    tf.append((k, pre + k))
+            self._node_fields[p.node] = tf
+            self._node_counters[p.node] = cf
+        self.counter_keys = tuple(counters)
+        self.counter_init = [int(local[k].init) for p in self.trunk if p.op is not None
+                             for local in [self._node_specs[p.node][1]] for k, _ in self._node_counters[p.node]]
+        if counters:
+            fields[COUNTERS] = Field((len(counters),), torch.int64)
+        self.spec = StateSpec(fields, self.counter_keys)
 
     # ------------------------------------------------------------------ state
     def init_state(self, batch: int, like: Tensor) -> State:
         st: State = {}
-        for p in self.trunk:
-            if p.op is not None:
-                pre = self.prefixes[p.node]
-                st.update({pre + k: v for k, v in p.op.init_state(batch, like).items()})
+        for k, f in self.spec.items():
+            if k == COUNTERS:
+                continue
+            st[k] = f.initial(batch, like.dtype if f.dtype.is_floating_point else f.dtype, like.device)
+        if self.counter_keys:
+            st[COUNTERS] = torch.tensor([self.counter_init], dtype=torch.int64, device=like.device).expand(batch, -1).contiguous()
         return st
 
     # ------------------------------------------------------------------ run
@@ -100,10 +168,9 @@ class Program:
         env: dict[fx.Node, Any] = dict(self.consts)
         look = env.__getitem__
         new: State = {}
-        locals_: dict[str, State] = {}
-        for key, v in state.items():
-            node_name, _, k = key.partition(".")
-            locals_.setdefault(node_name, {})[k] = v
+        cnt = state.get(COUNTERS)
+        vals: list[int] = (cnt.tolist()[0] if cnt.shape[0] == 1 else cnt[0].tolist()) if cnt is not None else []
+        new_vals = list(vals)
         for p in self.trunk:
             n = p.node
             kind = p.kind
@@ -123,7 +190,9 @@ class Program:
             elif kind == "dyn":
                 env[n] = self.calls[n](look)
             else:
-                local = locals_.get(n.name, {})
+                local: dict = {k: state[full] for k, full in self._node_fields.get(n, ())}
+                for k, j in self._node_counters.get(n, ()):
+                    local[k] = vals[j]
                 ins = [env[a] for a in p.temporal_args]
                 if isinstance(p.op, AlignQueues):
                     heads, out = p.op.run(ins, local, mode)
@@ -136,9 +205,13 @@ class Program:
                     env[n], out = self._empty_out(p, ins[0]), local
                 else:
                     env[n], out = p.op.run(ins, local, mode)
-                pre = n.name + "."
-                for k, v in out.items():
-                    new[pre + k] = v
+                for k, full in self._node_fields.get(n, ()):
+                    new[full] = out[k]
+                for k, j in self._node_counters.get(n, ()):
+                    new_vals[j] = out[k]
+        if cnt is not None:
+            new[COUNTERS] = cnt if new_vals == vals else torch.tensor(
+                [new_vals], dtype=torch.int64, device=cnt.device).expand(cnt.shape[0], -1).contiguous()
         return env, new
 
     def _empty_out(self, p: NodePlan, like: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
@@ -22,9 +23,10 @@ from .program import Program
 from .backends import BACKENDS, TracedSteps, export_step
 from .exported import as_module
 from .check import self_check
+from .clock import Clock
 from .frontend import copy_model
-from .state import State, state_batch
-from .window import WindowSpec, approximate_window_forward, extended_window_forward, stride_period, window_spec
+from .state import Field, State, StateSpec, fingerprint, state_batch
+from .window import WindowSpec, approximate_window_forward, extended_window_forward, window_spec
 
 EDGES = ("exact", "stale")
 
@@ -39,6 +41,19 @@ def _all_finite(x: Tensor) -> bool:
     if math.isfinite(float(x.sum())):
         return True
     return bool(torch.isfinite(x).all())
+
+
+def _outside_modes() -> Any:
+    """A context that suspends active torch dispatch modes (FLOP counters): what the stream computes for
+    its own bookkeeping (a phase's zero history, for validation) is not counted as a step's work."""
+    try:
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        return _disable_current_modes()
+    except Exception:  # pragma: no cover - private API moved
+        import contextlib
+
+        return contextlib.nullcontext()
 
 
 def _model_dtype(model: nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -134,10 +149,15 @@ class Stream:
         self.model = copy_model(model)  # the stream never sees later changes to the user's model
         self.model.requires_grad_(False)  # inference only: weights become constants of traced steps
         self.dtype, self.device = _model_dtype(self.model)
-        example = self._example(example_input)
+        example = _batch_of_two(self.model, self._example(example_input))
         self.input_frame_shape = tuple(example.shape[1:-1])  # (channels, ...) of one frame
         self.plan: Plan = Converter(self.model, example, window).convert()
-        self.program = Program(self.plan)
+        horizon = None
+        if window is not None:
+            assert hop is not None
+            spec0 = window_spec(self.plan, window, hop, allow_misaligned)
+            horizon = 4 * (spec0.extension + window + 4 * spec0.period) + 64
+        self.program = Program(self.plan, horizon, self.dtype)
         self._like = torch.empty(0, dtype=self.dtype, device=self.device)
         self._owes_edge = any(p.op.owes_at_end() for p in self.plan.nodes if p.op is not None)
         out = self.plan.output_arg
@@ -155,11 +175,8 @@ class Stream:
             self.out_tdim = p.tdim
             self.out_rate = p.rate
             self._template = None
+            self.clock = Clock.continuous(self.plan)
             self.delay = self._measure_delay()
-            period, _ = stride_period(self.plan)
-            rf = int(max(p.rf for p in self.plan.nodes if p.temporal)) + 1
-            self._period = period
-            self._stable = -(-2 * rf // period) * period  # after this many samples the layout is periodic
         else:
             if window != example.shape[-1]:
                 raise ValueError(f"example_input has {example.shape[-1]} samples but window={window}")
@@ -168,18 +185,95 @@ class Stream:
             p = self.spec.period
             self._preroll_len = -(-(self.spec.extension + window) // p) * p
             self._template = self._preroll(1)
-            self._period = self.spec.period
-        self._init_keys = set(self.init_state(1))
-        # state entries whose frame count depends on more than the phase (an S-CC's held frame after
-        # precompute): traced backends key their graphs on these too
-        self._layout_keys = [p.node.name + "." + k for p in self.plan.nodes if p.op is not None
-                             for k in p.op.layout_keys]
+            self.clock = Clock.windowed(self.spec)
+        self.fingerprint = self._fingerprint()
+        self._build_state_spec()
+        self._history_cache: dict[int, State] = {}
+        self._counter_cache: dict[int, list[int]] = {}
+        self._variant_cols, self._free_cols = self._precompute_columns()
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
-        self._traced = TracedSteps(self, backend) if backend != "eager" else None
+        self._traced = TracedSteps(self._step_impl, self._trace_key, backend) if backend != "eager" else None
 
     # ------------------------------------------------------------------ construction helpers
+    def _precompute_columns(self) -> tuple[list[int], frozenset[int]]:
+        """Columns of ``@n`` that depend on more than the clock, in continuous mode, once ops can run
+        ahead (an SOI shifted S-CC under :meth:`precompute`): ``key`` - the counters the ops declare as
+        :attr:`~thinkonce.stream.layers.StreamOp.layout_keys` (an entry's held-frame count, the fills of
+        the joins where frames computed ahead wait); with the clock they fix every other counter (each
+        op's counters follow from the frames it has received), so traced steps are keyed on them.
+        ``free`` - every counter of an op downstream of such an op (they move with precompute), which the
+        clock check cannot predict from ``@t`` alone."""
+        if self.spec is not None:
+            return [], frozenset()
+        cols = {c: j for j, c in enumerate(self.program.counter_keys)}
+        key = [cols[p.node.name + "." + k] for p in self.plan.nodes if p.op is not None
+               for k in p.op.layout_keys if p.node.name + "." + k in cols]
+        if not key:
+            return [], frozenset()
+        after: set = set()
+        for p in self.plan.nodes:
+            if getattr(p.op, "releases", False) or any(a in after for a in p.temporal_args):
+                after.add(p.node)
+        pres = tuple(p.node.name + "." for p in self.plan.nodes if p.node in after)
+        free = frozenset(j for c, j in cols.items() if c.startswith(pres))
+        return key, free
+
+    def _fingerprint(self) -> int:
+        """63-bit hash of what makes states of two streams interchangeable: the traced graph, the
+        modules' types and settings, the weights and buffers, window/hop/edge, dtype and input frame."""
+        mods = [(name, type(m).__qualname__, m.extra_repr()) for name, m in self.model.named_modules()]
+        ops = [(p.node.name, p.kind, None if p.op is None else p.op.kind) for p in self.plan.nodes]
+        return fingerprint("thinkonce-stream-v1", self.window, self.hop, self.edge, self.dtype,
+                           self.input_frame_shape, self.plan.gm.graph, mods, ops,
+                           tensors=iter(sorted(self.model.state_dict().items())))
+
+    def _build_state_spec(self) -> None:
+        """The state contract: every key with its per-row shape and dtype (see :meth:`state_spec`), and
+        the precomputed tuples ``step`` compares a state against."""
+        fields = dict(self.program.spec.fields)
+        if self.spec is not None:
+            for v in self.plan.head_inputs:
+                shape = self.plan.example_shapes[v][1:]
+                d = self.plan.by_node[v].tdim - 1
+                sh = list(shape)
+                sh[d] = self.spec.frames[v.name]
+                fields[f"@ring.{v.name}"] = Field(tuple(sh), self.dtype)
+        fields["@t"] = Field((), torch.int64)
+        fields["@fp"] = Field((), torch.int64, init=0.0)
+        self._state_spec = StateSpec(fields, self.program.counter_keys)
+        self._keys = tuple(fields)
+        self._keyset = frozenset(fields)
+        self._expect: dict[int, list[tuple]] = {}
+        got = self.init_state(1)
+        for k, f in fields.items():  # the contract holds at construction (it is cheap to check here)
+            assert tuple(got[k].shape[1:]) == f.shape and got[k].dtype == f.dtype, (k, got[k].shape, f)
+
+    def state_spec(self) -> StateSpec:
+        """The layout of this stream's states, fixed from :meth:`init_state` on and the same at every
+        phase: key -> (shape per row, dtype), time axes with their maximum lengths, ``@n`` columns.
+
+        ``"<node>.<field>"``: layer buffers at their maximum length, right-aligned (valid: the last
+        ``fill`` frames, ``fill`` a column of ``@n``); ``@n`` (K,) int64: every integer phase counter;
+        ``@ring.<node>``: window-mode feature buffers (the window's frames); ``@t`` () int64: samples
+        seen; ``@fp`` () int64: the stream's :attr:`fingerprint`.
+
+        Every tensor is batch-first: ``state[k]`` has shape ``(B, *spec[k].shape)``, one row per stream,
+        and rows are independent (concatenate states of two streams at the same phase along dim 0).
+        Per op (``<node>.`` prefix; a ChainOp's members add ``<i>.``): conv/pooling ``buf`` (C_in, L)
+        with fill ``fill`` and, when the stride outruns the kernel, ``skip``; transposed conv ``carry``
+        (C_out, span - stride) and ``started``; trims ``drop`` and, with a right trim, ``held`` (fill
+        ``nheld``); padding ``started``; reflect/replicate padding ``pending`` (fill ``npend``) and
+        ``tail`` (fill ``ntail``); alignment queues ``q<i>`` (fill ``n<i>``); cumsum ``total`` (one
+        frame); recurrences ``h`` and, for an LSTM, ``c`` as (num_layers, hidden) - batch-first, not
+        PyTorch's (num_layers, B, hidden); 2-D ops keep their 1-D op's state on frames flattened to
+        C * F rows. Counters (``fill``, ``skip``, ``started``, ...) are not tensors of their own: they
+        are the columns of ``@n`` named by ``spec.counters``. The layout can be read without running
+        a step: ``init_state(1)`` has it.
+        """
+        return self._state_spec
+
     def _check_batch_first(self, example: Tensor) -> None:
         """Streams keep every value batch-first; a model whose output is not would be stacked wrongly.
 
@@ -220,7 +314,7 @@ class Stream:
 
     def _measure_delay(self) -> int:
         """Look-ahead in input samples: frames still owed after a long zero signal, times the output stride."""
-        period, _ = stride_period(self.plan)
+        period = self.clock.period
         rf = max((p.rf for p in self.plan.nodes if p.temporal), default=Fraction(1))
         n = int(-(-(int(rf) * 2 + 16) // period) * period)
         x = torch.zeros((1, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
@@ -265,6 +359,7 @@ class Stream:
             assert self._template is not None
             st = {k: v.expand(batch, *v.shape[1:]).clone() for k, v in self._template.items()}
         st["@t"] = torch.zeros(batch, dtype=torch.int64, device=self.device)
+        st["@fp"] = torch.full((batch,), self.fingerprint, dtype=torch.int64, device=self.device)
         return st
 
     def reset(self, state: State, rows: int | Sequence[int] | Tensor) -> State:
@@ -280,64 +375,180 @@ class Stream:
             return dict(state)
         if int(idx.min()) < 0 or int(idx.max()) >= b:
             raise StreamInputError(f"rows {idx.tolist()} out of range for a state of {b} streams")
-        t = int(state["@t"][0])
-        tmpl = self._zero_history(len(idx), t)
+        t0 = int(state["@t"][0])
+        n = state.get("@n")
+        if n is not None and self._free_cols and n[0].tolist() != self._counters_at(t0):
+            raise StreamInputError(
+                "reset(): this state's counters are those after an SOI precompute (the deep path ran ahead), "
+                "which a zero history does not reproduce; reset before precompute, or step until the held "
+                "frames are consumed (precompute in idle time after the reset instead)"
+            )
+        tmpl = self._history(t0)
         new: State = {}
         for k, v in state.items():
-            if k == "@t":
+            tv = tmpl.get(k)
+            if tv is None:  # @t, @fp: the shared clock and the stream's fingerprint
                 new[k] = v
                 continue
-            tv = tmpl.get(k)
-            if tv is None or tv.shape[1:] != v.shape[1:]:
-                raise StreamInputError(
-                    f"cannot reset rows: state entry {k!r} has a layout a zero history does not reproduce at "
-                    f"t={t}. Keep a separate state for a restarted stream."
-                )
-            new[k] = v.index_copy(0, idx.to(v.device), tv.to(v.dtype))
+            new[k] = v.index_copy(0, idx.to(v.device), tv.expand(len(idx), *tv.shape[1:]).to(v.dtype))
         return new
 
-    def _zero_history(self, batch: int, t: int) -> State:
-        """State after a zero signal of a length congruent to ``t`` (same phase, hence same layout)."""
-        if self.spec is None:
-            period, stable = self._period, self._stable
-            n = t if t < stable else stable + (t - stable) % period
-            st = self.program.init_state(batch, self._like)
-            x = torch.zeros((batch, *self.input_frame_shape, n), dtype=self.dtype, device=self.device)
-            with torch.no_grad():
-                _, st = self.program.run(x, st, "step")
+    @property
+    def _period(self) -> int:
+        """The stride period (kept for callers of the private name; see :attr:`clock`)."""
+        return self.clock.period
+
+    def _phase_key(self, t: int) -> int:
+        """The canonical sample count whose zero history has the same layer counters as ``t``'s (and
+        the same buffers, up to their values): see :meth:`Clock.layout_phase`."""
+        return self.clock.layout_phase(t)
+
+    def _history(self, t: int) -> State:
+        """Batch-1 layer state (rings included) after a zero signal of ``_phase_key(t)`` samples; cached.
+        During warm-up it is computed incrementally from the nearest cached shorter history."""
+        key = self._phase_key(t)
+        cache = self._history_cache
+        st = cache.get(key)
+        if st is not None:
             return st
-        period = self.spec.period
-        n = self._preroll_len + (t % period)
-        return self._preroll(batch, n) if t % period else self._preroll(batch)
+        if len(cache) > 4096:
+            cache.clear()
+        with _outside_modes(), torch.no_grad():  # bookkeeping, not the step's work (MAC counters, ...)
+            if self.spec is not None:
+                st = self._preroll(1, self._preroll_len + key) if key else dict(self._template or {})
+            else:
+                base = max((k for k in cache if 0 < k < key), default=0)
+                start = cache[base] if base else self.program.init_state(1, self._like)
+                x = torch.zeros((1, *self.input_frame_shape, key - base), dtype=self.dtype, device=self.device)
+                _, st = self.program.run(x, start, "step")
+        cache[key] = st
+        return st
+
+    def _counters_at(self, t: int) -> list[int]:
+        """The layers' phase counters (``@n`` row) after ``t`` samples; cached per phase."""
+        key = self._phase_key(t)
+        got = self._counter_cache.get(key)
+        if got is None:
+            n = self._history(t).get("@n")
+            got = [] if n is None else n[0].tolist()
+            if len(self._counter_cache) > 4096:
+                self._counter_cache.clear()
+            self._counter_cache[key] = got
+        return got
+
+    def _counters_agree(self, got: list[int], want: list[int]) -> bool:
+        """Whether a counter row fits the clock: equal to the zero history's, except, after an SOI
+        precompute, in the columns that depend on more than the clock (:attr:`_free_cols`)."""
+        if got == want:
+            return True
+        free = self._free_cols
+        return bool(free) and len(got) == len(want) and all(g == w for j, (g, w) in enumerate(zip(got, want))
+                                                             if j not in free)
 
     # ------------------------------------------------------------------ validation
-    def _check_state(self, state: Any, batch: int | None) -> None:
+    def check_state(self, state: Any, batch: int | None = None, clock: bool = True) -> None:
+        """Raise :class:`StreamInputError` naming the key and what was expected if ``state`` does not follow
+        this stream's :meth:`state_spec` (keys, shapes, dtypes, fingerprint) or, with ``clock``, if its
+        clock ``@t`` disagrees with the layers' phase counters ``@n`` or its rows are not in lock-step
+        (what :meth:`step` checks, in a few microseconds)."""
+        self._check_state(state, batch, clock)
+
+    def _check_state(self, state: Any, batch: int | None, clock: bool = True) -> None:
         if not isinstance(state, dict) or "@t" not in state:
             raise StreamInputError("state must be the dict returned by Stream.init_state() or a previous step")
-        if not state.keys() >= getattr(self, "_init_keys", set()):
-            missing = getattr(self, "_init_keys", set()) - set(state)
-            raise StreamInputError(
-                f"state does not belong to this stream: missing {sorted(missing)[:3]}; use this stream's init_state()"
-            )
         t = state["@t"]
-        if batch is not None and t.shape[0] != batch:
+        b = t.shape[0] if isinstance(t, Tensor) and t.dim() else -1
+        if batch is not None and b != batch:
             raise StreamInputError(
-                f"the chunk has batch {batch} but the state holds {t.shape[0]} streams; "
+                f"the chunk has batch {batch} but the state holds {b} streams; "
                 f"create the state with init_state(batch={batch})"
             )
-        if t.numel() > 1 and bool((t != t[0]).any()):
+        exp = self._expect.get(b)
+        if exp is None:
+            exp = [(torch.Size((b, *self._state_spec[k].shape)), self._state_spec[k].dtype) for k in self._keys]
+            if len(self._expect) < 64:
+                self._expect[b] = exp
+        try:
+            ok = state.keys() == self._keyset and [(v.shape, v.dtype) for v in map(state.__getitem__, self._keys)] == exp
+        except AttributeError:
+            ok = False
+        if not ok:
+            self._explain_layout(state, b)
+        fp = state["@fp"]
+        if (int(fp) != self.fingerprint) if b == 1 else bool((fp != self.fingerprint).any()):
+            raise StreamInputError(
+                f"state entry '@fp' holds the fingerprint of another stream (expected {self.fingerprint:016x}: "
+                "graph, weights, window, hop or edge differ); use this stream's init_state()"
+            )
+        if not clock:
+            return
+        t0 = int(t) if b == 1 else int(t[0])
+        if t0 < 0:
+            raise StreamInputError(f"state entry '@t' is negative ({t0})")
+        n = state.get("@n")
+        if n is not None:
+            got = n.tolist()[0] if b == 1 else n[0].tolist()
+            want = self._counters_at(t0)
+            if not self._counters_agree(got, want) and not (self.spec is None and t0 == 0 and got == self.program.counter_init):
+                bad = [(c, g, w) for c, g, w in zip(self.program.counter_keys, got, want) if g != w][:3]
+                raise StreamInputError(
+                    f"state entry '@n' does not match the clock '@t' = {t0} (shifted clock?): the layers' phase "
+                    f"counters after {t0} samples are expected to be "
+                    + ", ".join(f"{c}={w} (got {g})" for c, g, w in bad)
+                    + ". Pass states produced by this stream's init_state()/step() unchanged."
+                )
+            if b > 1 and bool((n != n[0]).any()):
+                raise StreamInputError(
+                    "the state's rows are at different phases (their '@n' counters differ); rows of one state "
+                    "advance in lock-step. Batch only streams at the same phase (StreamPool does this)."
+                )
+        if b > 1 and bool((t != t[0]).any()):
             # rows at different positions may share a step only if every phase counter agrees and, in
             # window mode, the window boundaries fall at the same offsets
-            split = [k for k, v in state.items() if k != "@t" and v.dtype == torch.int64 and bool((v != v[0]).any())]
             phases: set = set()
             if self.spec is not None:
                 W, H = self.spec.window, self.spec.hop
                 phases = {v if v < W else ("steady", (v - W) % H) for v in t.tolist()}
-            if split or len(phases) > 1:
+            clash = False
+            if n is not None:  # every row's clock must agree with the (shared) counters
+                got = n[0].tolist()
+                clash = any(not self._counters_agree(got, self._counters_at(v)) and not (self.spec is None and v == 0 and got == self.program.counter_init)
+                            for v in set(t.tolist()))
+            if len(phases) > 1 or clash:
                 raise StreamInputError(
                     f"the state's rows are at different phases ({sorted(set(t.tolist()))[:4]} samples seen); rows of "
                     "one state advance in lock-step. Batch only streams at the same phase (StreamPool does this)."
                 )
+
+    def _explain_layout(self, state: dict, b: int) -> None:
+        """Raise the precise layout error (slow path of :meth:`_check_state`)."""
+        missing = [k for k in self._keys if k not in state]
+        if missing:
+            raise StreamInputError(
+                f"state entry {missing[0]!r} is missing ({len(missing)} missing in all); the state does not "
+                "belong to this stream: use this stream's init_state()"
+            )
+        extra = [k for k in state if k not in self._keyset]
+        if extra:
+            raise StreamInputError(f"state entry {extra[0]!r} is not part of this stream's state layout "
+                                   f"(see Stream.state_spec()); remove it")
+        for k in self._keys:
+            v, f = state[k], self._state_spec[k]
+            if not isinstance(v, Tensor):
+                raise StreamInputError(f"state entry {k!r} must be a tensor, got {type(v).__name__}")
+            if v.dtype != f.dtype:
+                raise StreamInputError(f"state entry {k!r} has dtype {v.dtype}; expected {f.dtype}")
+            want = (b, *f.shape)
+            if tuple(v.shape) != want:
+                what = ""
+                if f.time_axis is not None and v.dim() == len(want) and all(
+                        g == w for i, (g, w) in enumerate(zip(v.shape, want)) if i != f.time_axis + 1):
+                    what = f" ({f.max_len} frames on its time axis {f.time_axis + 1}, got {v.shape[f.time_axis + 1]})"
+                raise StreamInputError(
+                    f"state entry {k!r} has shape {tuple(v.shape)}; expected {want}{what} "
+                    "(batch first; see Stream.state_spec())"
+                )
+        raise StreamInputError("state does not follow this stream's state layout (see Stream.state_spec())")
 
     def _check_chunk(self, x: Any) -> None:
         if not isinstance(x, Tensor):
@@ -386,19 +597,18 @@ class Stream:
         if self.spec is None:
             env, new = self.program.run(x, state, "step")
             new["@t"] = state["@t"] + x.shape[-1]
+            new["@fp"] = state["@fp"]
             return env[self.plan.output_arg], new
         return self._window_step(x, state, t)
 
     def _trace_key(self, n: int, state: State) -> tuple | None:
-        """What the step's control flow depends on; None during warm-up (run eagerly)."""
-        t = int(state["@t"][0])
-        if self.spec is None:
-            if t < self._stable:
-                return None
-            return (n, t % self._period, *(state[k].shape[-1] for k in self._layout_keys))
-        if t < self.spec.window:
-            return None
-        return (n, t % math.lcm(self.spec.hop, self.spec.period))
+        """What the step's control flow depends on; None during warm-up (run eagerly). The key function
+        the traced backends get (:meth:`Clock.trace_key` on the state's clock)."""
+        key = self.clock.trace_key(n, int(state["@t"][0]))
+        if key is None or not self._variant_cols:
+            return key
+        row = state["@n"][0].tolist()
+        return (*key, *[row[j] for j in self._variant_cols])
 
     def precompute(self, state: State) -> State:
         """Fully predictive SOI: run the deep path of every shifted S-CC for the next step now (idle time
@@ -415,67 +625,85 @@ class Stream:
 
         return step_cost(self, chunk, precompute)
 
-    def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17) -> dict[str, Any]:
-        """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``.
+    def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17,
+                    write_init_state: bool = True) -> dict[str, Any]:
+        """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``;
+        it runs a stream from its cold :meth:`init_state` on, in onnxruntime alone.
 
-        The graph is the steady-state step for chunks of ``chunk`` samples (default: the hop in window
-        mode, the stride period in continuous mode); the batch axis is dynamic. The stride phase travels
-        in the state (``state.@t``): when ``chunk`` is not a multiple of the phase period (the stride
-        period; in window mode its least common multiple with the hop) the calls cycle through phases,
-        and the graph holds one branch per phase, chosen from ``state.@t`` by ``If`` nodes. Feed it a
-        state from :meth:`init_state` after :attr:`warmup` samples (the first window in window mode),
-        and its outputs back as the next state. Returns the input/output names and the phases.
+        The graph is the step for chunks of ``chunk`` samples (default: the hop in window mode, the stride
+        period in continuous mode). Every state input/output has this stream's fixed layout, with
+        concrete dims after the symbolic batch axis (see :meth:`state_spec`). The phase travels in the
+        state (``state.@t``): each warm-up clock value (``t <`` :attr:`warmup`) and each steady-state
+        phase (``t`` modulo the stride period, in window mode its lcm with the hop) that a stream
+        started cold visits is one branch, chosen at run time by a tree of ``If`` nodes on ``state.@t``
+        (weights stored once). ``y`` has the length of what the chunk completes: in window mode
+        ``(batch, windows, *out)`` with 0 windows until the first window completes (an empty tensor,
+        not a marked placeholder), in continuous mode the frames the chunk makes final (none while the
+        look-ahead :attr:`delay` is not yet covered).
+
+        With ``write_init_state`` the initial state of one stream is written next to the graph as
+        ``<path minus .onnx>.init_state.safetensors`` (keys as in the state, readable with
+        ``safetensors.numpy`` without torch; repeat rows for more streams). Feed the outputs
+        ``new_state.<key>`` back as ``state.<key>``. Returns the input/output names and the phases.
         """
         import io
 
         import onnx
 
         from .onnx_phases import merge_phases
+        from .state import save_state
 
-        n = chunk if chunk is not None else (self.hop if self.spec is not None else self._period)
+        clock = self.clock
+        n = chunk if chunk is not None else (self.hop if self.spec is not None else clock.period)
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"chunk must be a positive number of samples, got {n!r}")
-        modulus = math.lcm(self.hop, self._period) if self.spec is not None else self._period
+        modulus, start = clock.modulus, clock.warmup
         b = batch or 1
         st = self.init_state(b)
-        warm = self.warmup
         x = torch.zeros((b, *self.input_frame_shape, n), dtype=self.dtype)
+        models, phases = [], []
+        outs: list[str] = []
         with torch.no_grad():
-            _, st = self._step_impl(torch.zeros((b, *self.input_frame_shape, warm), dtype=self.dtype), st)
-            if n % modulus == 0:
-                ins, outs = export_step(self, x, st, path, opset=opset)
-                return {"inputs": ins, "outputs": outs, "chunk": n, "warmup": warm, "phases": [warm % modulus]}
-            models, phases = [], []
-            while (phase := int(st["@t"][0]) % modulus) not in phases:
+            while True:
+                t = int(st["@t"][0])
+                phase = clock.phase(t)
+                if phase in phases:
+                    break
                 buf = io.BytesIO()
-                ins, outs = export_step(self, x, st, buf, opset=opset)
+                _, outs = export_step(self._step_impl, x, st, buf, opset=opset)
                 models.append(onnx.load_from_string(buf.getvalue()))
                 phases.append(phase)
                 _, st = self._step_impl(x, st)
-        merged = merge_phases(models, phases, modulus)
+        shapes: dict[str, Sequence[int]] = {}
+        for k, f in self._state_spec.items():
+            shapes[f"state.{k}"] = shapes[f"new_state.{k}"] = f.shape
+        merged = merge_phases(models, phases, modulus, start=start, shapes=shapes)
         onnx.save(merged, path)
-        return {"inputs": [i.name for i in merged.graph.input], "outputs": outs, "chunk": n, "warmup": warm,
-                "phases": phases}
+        info: dict[str, Any] = {"inputs": [i.name for i in merged.graph.input], "outputs": outs, "chunk": n,
+                                "warmup": start, "phases": phases}
+        if write_init_state:
+            p = str(path)
+            init_path = (p[: -len(".onnx")] if p.endswith(".onnx") else p) + ".init_state.safetensors"
+            save_state(init_path, self.init_state(1), chunk=n, onnx=Path(p).name)
+            info["init_state"] = init_path
+        return info
 
     @property
     def warmup(self) -> int:
-        """Samples after which every step of a period-multiple chunk has the same state layout."""
-        if self.spec is not None:
-            return self.spec.window
-        return self._stable
+        """Samples after which a step's control flow depends only on the phase (the clock modulo the
+        stride period, in window mode its lcm with the hop): the first window, or the continuous
+        stream's start-up (layers still filling their buffers)."""
+        return self.clock.warmup
 
     def _window_step(self, x: Tensor, state: State, t: int) -> tuple[Tensor, State]:
         spec = self.spec
         assert spec is not None
         n = x.shape[-1]
-        W, H = spec.window, spec.hop
-        # window ends b in (t, t+n] with b >= W and (b - W) % H == 0
-        first = W if t < W else W + (-(-(t + 1 - W) // H)) * H
-        ends = list(range(first, t + n + 1, H))
-        cuts = [e - t for e in ends]
+        ends = self.clock.window_ends(t, n)
+        cuts = list(ends)
         if not cuts or cuts[-1] != n:
             cuts.append(n)
-        st = {k: v for k, v in state.items() if not k.startswith("@")}
+        st = {k: v for k, v in state.items() if not k.startswith("@") or k == "@n"}
         rings = {v: state[f"@ring.{v.name}"] for v in self.plan.head_inputs}
         outs = []
         start = 0
@@ -498,6 +726,7 @@ class Stream:
         for v, r in rings.items():
             new[f"@ring.{v.name}"] = r
         new["@t"] = state["@t"] + n
+        new["@fp"] = state["@fp"]
         if outs:
             y = torch.stack(outs, dim=1)
         else:
@@ -605,6 +834,21 @@ class Stream:
     def __repr__(self) -> str:
         mode = "continuous" if self.spec is None else f"window={self.window}, hop={self.hop}, edge={self.edge!r}"
         return f"Stream({type(self.model).__name__}, {mode}, delay={self.delay})"
+
+
+def _batch_of_two(model: nn.Module, example: Tensor) -> Tensor:
+    """Convert from a batch of two when given one stream: at batch 1, ``squeeze()``, ``view(-1, ...)`` and
+    the like also drop or merge the batch axis, so the recorded shapes would describe a different program
+    than the one a stream of several rows runs. Models that only take batch 1 keep their example."""
+    if example.shape[0] != 1:
+        return example
+    x2 = example.expand(2, *example.shape[1:]).contiguous()
+    try:
+        with torch.no_grad():
+            model(x2)
+    except Exception:
+        return example
+    return x2
 
 
 def stream(
