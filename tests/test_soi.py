@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import thinkonce as to
 import thinkonce.soi as soi
 from nets import assert_close
-from thinkonce.errors import AlignmentError, ThinkonceError
+from thinkonce.errors import AlignmentError, StreamInputError, ThinkonceError
 from thinkonce.stream.backends import BACKENDS
 from test_soi_props import stream_all
 
@@ -188,6 +188,33 @@ def test_precompute_refusals() -> None:
     _, st = s.step(torch.randn(1, 1, 5), st)
     with pytest.raises(ThinkonceError, match="without meeting full-rate"):
         s.precompute(st)
+
+
+def test_precomputed_states_follow_the_state_contract(tmp_path) -> None:
+    """A state after precompute keeps the layout, passes the clock check (the counters before the
+    S-CC are still checked against @t), saves and loads; reset refuses it with the way out."""
+    torch.manual_seed(5)
+    model = soi.apply(UNet(), at=["e2"], mode="fp").eval()
+    s = to.stream(model, example_input=torch.zeros(1, 2, 64))
+    st = s.init_state()
+    for _ in range(9):
+        _, st = s.step(torch.randn(1, 2, 1), st)
+    pre = s.precompute(st)
+    assert {k: v.shape for k, v in pre.items()} == {k: v.shape for k, v in st.items()}
+    assert pre["@n"].tolist() != st["@n"].tolist()  # the deep path really moved on
+    s.check_state(pre)
+    to.save_state(tmp_path / "pre.safetensors", pre)
+    s.check_state(to.load_state(tmp_path / "pre.safetensors", stream=s))
+    keys = s.program.counter_keys
+    j = next(i for i, k in enumerate(keys) if i not in s._free_cols)  # a counter of the path before the S-CC
+    bad = dict(pre)
+    bad["@n"] = pre["@n"].clone()
+    bad["@n"][:, j] += 1
+    with pytest.raises(StreamInputError, match="does not match the clock"):
+        s.step(torch.randn(1, 2, 1), bad)
+    with pytest.raises(StreamInputError, match="precompute"):
+        s.reset(pre, 0)
+    s.reset(st, 0)  # a state of plain steps resets as before
 
 
 # ---------------------------------------------------------------------------- apply

@@ -645,6 +645,10 @@ class Stream:
         ``<path minus .onnx>.init_state.safetensors`` (keys as in the state, readable with
         ``safetensors.numpy`` without torch; repeat rows for more streams). Feed the outputs
         ``new_state.<key>`` back as ``state.<key>``. Returns the input/output names and the phases.
+
+        The graph holds the plain steps only: an SOI stream's :meth:`precompute` is not part of it (its
+        branches are chosen by ``state.@t`` alone, and a state after precompute has other counters at
+        the same clock), so feed it only states that it produced from its initial state.
         """
         import io
 
