@@ -76,8 +76,9 @@ class StreamOp:
 
     #: short human name used in error messages and reports
     kind: str = "op"
-    #: state entries whose frame count depends on more than the stride phase (e.g. an SOI shifted S-CC's
-    #: held frame after ``Stream.precompute``); traced backends key their graphs on these frame counts
+    #: names of the op's counters (keys of its state_spec) whose value depends on more than the clock
+    #: (an SOI shifted S-CC's held-frame counter, 0 after ``Stream.precompute``; the queue fills of the
+    #: joins where frames computed ahead wait): traced backends add their values to the trace key
     layout_keys: tuple[str, ...] = ()
 
     def facts(self) -> TimeFacts:
