@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 import thinkonce as to
 import thinkonce.gating as gating  # registers its ops: every registered builder must have an example here
 from nets import assert_close
+import thinkonce.soi as soi
+import thinkonce.soi.fill as soi_fill
 from thinkonce.errors import ThinkonceError
 from thinkonce.ops import registry
 
@@ -204,6 +206,29 @@ CASES: list[Case] = [
     Case("stream_ops.gathered", lambda: gating.deploy(gated_seq()), "win", "deployed: after the gate, in the head",
          reaches=False),
     Case("shape.view", lambda: Net(lambda x, m: m(x).reshape(x.shape[0], 2, 2, -1).mean(2), conv(c_out=4)), "cont"),
+    # SOI (thinkonce.soi): S-CC / shifted convs, the fills and their crop to full rate
+    Case("ops.soi_conv_op", lambda: Net(lambda x, s, f: x + f(torch.tanh(s(x)), like=x),
+                                        soi.StridedClonedConv1d(C, C, 3, dilation=2), soi.Extrapolate("duplicate")),
+         "cont", "S-CC, PP"),
+    Case("ops.soi_conv_op", lambda: Net(lambda x, s, d, f: x + f(d(torch.tanh(s(x))), like=x),
+                                        soi.ShiftedStridedClonedConv1d(C, C, 2), soi.ShiftedConv1d(C, C, 3),
+                                        soi.Extrapolate("tconv", channels=C)),
+         "cont", "shifted S-CC and shifted conv, FP"),
+    Case("ops.soi_conv_op", lambda: Net(lambda x, s, f: (planes(x) + f(s(planes(x)), like=planes(x))).flatten(1, 2),
+                                        soi.StridedClonedConv2d(1, 1, (3, 2), padding=1),
+                                        soi.Extrapolate("hybrid", channels=1, dim=2)),
+         "cont", "2-D S-CC"),
+    Case("ops.soi_conv_op", lambda: Net(lambda x, s: s(x), soi.StridedClonedConv1d(C, 3, 3)), "win",
+         "S-CC in a window trunk"),
+    Case("ops.duplicate_op", lambda: Net(lambda x, s: soi_fill.duplicate(s(x)), soi.StridedClonedConv1d(C, 3, 3)), "cont"),
+    Case("ops.crop_like_op", lambda: Net(lambda x, s: soi_fill.crop_like(soi_fill.duplicate(s(x)), x), soi.StridedClonedConv1d(C, C, 1)),
+         "cont"),
+    Case("ops.crop_like_op", lambda: Net(lambda x, s: soi_fill.crop_like(x, torch.zeros(1, C, 8)), soi.StridedClonedConv1d(C, C, 1)),
+         "refuse", "like= without a time axis of the stream"),
+    Case("ops.interpolate_op", lambda: Net(lambda x, s, f: x + f(s(x), like=x), soi.ShiftedStridedClonedConv1d(C, C, 3),
+                                           soi.Interpolate("cubic")), "cont"),
+    Case("ops.interpolate_op", lambda: Net(lambda x, s: soi_fill.interpolate(s(x), "linear"), soi.StridedClonedConv1d(C, C, 2)),
+         "cont", "uncropped"),
 ]
 
 

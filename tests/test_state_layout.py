@@ -226,3 +226,53 @@ def test_edge_padding_and_cumsum_stream_exactly(case) -> None:
         pos, i = pos + c, i + 1
     y, _ = s.flush(state)
     assert_close(torch.cat([*outs, y], dim=-1), ref)
+
+
+# ---------------------------------------------------------------------------- SOI (thinkonce.soi)
+def _soi_models():
+    import thinkonce.soi as soi
+    from test_soi import Spectro, UNet
+
+    torch.manual_seed(4)
+    return {
+        "unet_pp_e2": (soi.apply(UNet(), at=["e2"], mode="pp", fill="hybrid").eval(), (2,)),
+        "unet_fp_e2": (soi.apply(UNet(), at=["e2"], mode="fp", fill="duplicate").eval(), (2,)),
+        "unet_fp_e1_e3": (soi.apply(UNet(), at=["e1", "e3"], mode="fp", fill="tconv").eval(), (2,)),
+        "spectro_pp_linear": (Spectro("linear", fp=False).eval(), (1, 5)),
+        "spectro_fp_cubic": (Spectro("cubic", fp=True).eval(), (1, 5)),
+    }
+
+
+SOI_NAMES = ["unet_pp_e2", "unet_fp_e2", "unet_fp_e1_e3", "spectro_pp_linear", "spectro_fp_cubic"]
+
+
+@pytest.mark.parametrize("name", SOI_NAMES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_soi_state_layout_is_fixed_with_precompute(name: str, seed: int) -> None:
+    """SOI streams keep state_spec()'s layout after every step and, for FP models, after precompute
+    called at random steps (the frames computed ahead fit the fixed queues); the outputs equal the
+    model on the whole signal."""
+    model, shape = _soi_models()[name]
+    s = to.stream(model, example_input=torch.zeros(1, *shape, 64))
+    fp = name.split("_")[1] == "fp"
+    spec = s.state_spec()
+    want = {k: ((BATCH, *f.shape), f.dtype) for k, f in spec.items()}
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((BATCH, *shape, 150), generator=gen)
+    state, outs, pos, i = s.init_state(BATCH), [], 0, 0
+    assert _layout(state) == want
+    while pos < x.shape[-1]:
+        c = rng.choice([0, 1, 1, 2, 3, rng.randint(1, 12)])
+        y, state = s.step(x[..., pos:pos + c], state)
+        outs.append(y)
+        assert _layout(state) == want, f"{name}: layout changed after step {i} ({pos + c} samples)"
+        if fp and rng.random() < 0.5:
+            state = s.precompute(state)
+            assert _layout(state) == want, f"{name}: layout changed after precompute at step {i}"
+        pos, i = pos + c, i + 1
+    y, state = s.flush(state)
+    assert _layout(state) == want
+    with torch.no_grad():
+        ref = model(x)
+    assert_close(torch.cat([*outs, y], dim=-1), ref)

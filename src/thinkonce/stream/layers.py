@@ -76,6 +76,10 @@ class StreamOp:
 
     #: short human name used in error messages and reports
     kind: str = "op"
+    #: names of the op's counters (keys of its state_spec) whose value depends on more than the clock
+    #: (an SOI shifted S-CC's held-frame counter, 0 after ``Stream.precompute``; the queue fills of the
+    #: joins where frames computed ahead wait): traced backends add their values to the trace key
+    layout_keys: tuple[str, ...] = ()
 
     def facts(self) -> TimeFacts:
         """Time-axis facts (see :class:`TimeFacts`); the default is a frame-wise op."""

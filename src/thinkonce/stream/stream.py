@@ -203,12 +203,36 @@ class Stream:
         self._build_state_spec()
         self._history_cache: dict[int, State] = {}
         self._counter_cache: dict[int, list[int]] = {}
+        self._variant_cols, self._free_cols = self._precompute_columns()
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
         self._traced = _make_backend(self, backend)
 
     # ------------------------------------------------------------------ construction helpers
+    def _precompute_columns(self) -> tuple[list[int], frozenset[int]]:
+        """Columns of ``@n`` that depend on more than the clock, in continuous mode, once ops can run
+        ahead (an SOI shifted S-CC under :meth:`precompute`): ``key`` - the counters the ops declare as
+        :attr:`~thinkonce.stream.layers.StreamOp.layout_keys` (an entry's held-frame count, the fills of
+        the joins where frames computed ahead wait); with the clock they fix every other counter (each
+        op's counters follow from the frames it has received), so traced steps are keyed on them.
+        ``free`` - every counter of an op downstream of such an op (they move with precompute), which the
+        clock check cannot predict from ``@t`` alone."""
+        if self.spec is not None:
+            return [], frozenset()
+        cols = {c: j for j, c in enumerate(self.program.counter_keys)}
+        key = [cols[p.node.name + "." + k] for p in self.plan.nodes if p.op is not None
+               for k in p.op.layout_keys if p.node.name + "." + k in cols]
+        if not key:
+            return [], frozenset()
+        after: set = set()
+        for p in self.plan.nodes:
+            if getattr(p.op, "releases", False) or any(a in after for a in p.temporal_args):
+                after.add(p.node)
+        pres = tuple(p.node.name + "." for p in self.plan.nodes if p.node in after)
+        free = frozenset(j for c, j in cols.items() if c.startswith(pres))
+        return key, free
+
     def _fingerprint(self) -> int:
         """63-bit hash of what makes states of two streams interchangeable: the traced graph, the
         modules' types and settings, the weights and buffers, window/hop/edge, dtype and input frame."""
@@ -364,7 +388,15 @@ class Stream:
             return dict(state)
         if int(idx.min()) < 0 or int(idx.max()) >= b:
             raise StreamInputError(f"rows {idx.tolist()} out of range for a state of {b} streams")
-        tmpl = self._history(int(state["@t"][0]))
+        t0 = int(state["@t"][0])
+        n = state.get("@n")
+        if n is not None and self._free_cols and n[0].tolist() != self._counters_at(t0):
+            raise StreamInputError(
+                "reset(): this state's counters are those after an SOI precompute (the deep path ran ahead), "
+                "which a zero history does not reproduce; reset before precompute, or step until the held "
+                "frames are consumed (precompute in idle time after the reset instead)"
+            )
+        tmpl = self._history(t0)
         new: State = {}
         for k, v in state.items():
             tv = tmpl.get(k)
@@ -417,6 +449,15 @@ class Stream:
             self._counter_cache[key] = got
         return got
 
+    def _counters_agree(self, got: list[int], want: list[int]) -> bool:
+        """Whether a counter row fits the clock: equal to the zero history's, except, after an SOI
+        precompute, in the columns that depend on more than the clock (:attr:`_free_cols`)."""
+        if got == want:
+            return True
+        free = self._free_cols
+        return bool(free) and len(got) == len(want) and all(g == w for j, (g, w) in enumerate(zip(got, want))
+                                                             if j not in free)
+
     # ------------------------------------------------------------------ validation
     def check_state(self, state: Any, batch: int | None = None, clock: bool = True) -> None:
         """Raise :class:`StreamInputError` naming the key and what was expected if ``state`` does not follow
@@ -461,7 +502,7 @@ class Stream:
         if n is not None:
             got = n.tolist()[0] if b == 1 else n[0].tolist()
             want = self._counters_at(t0)
-            if got != want and not (self.spec is None and t0 == 0 and got == self.program.counter_init):
+            if not self._counters_agree(got, want) and not (self.spec is None and t0 == 0 and got == self.program.counter_init):
                 bad = [(c, g, w) for c, g, w in zip(self.program.counter_keys, got, want) if g != w][:3]
                 raise StreamInputError(
                     f"state entry '@n' does not match the clock '@t' = {t0} (shifted clock?): the layers' phase "
@@ -484,7 +525,7 @@ class Stream:
             clash = False
             if n is not None:  # every row's clock must agree with the (shared) counters
                 got = n[0].tolist()
-                clash = any(self._counters_at(v) != got and not (self.spec is None and v == 0 and got == self.program.counter_init)
+                clash = any(not self._counters_agree(got, self._counters_at(v)) and not (self.spec is None and v == 0 and got == self.program.counter_init)
                             for v in set(t.tolist()))
             if len(phases) > 1 or clash:
                 raise StreamInputError(
@@ -578,7 +619,26 @@ class Stream:
     def _trace_key(self, n: int, state: State) -> tuple | None:
         """What the step's control flow depends on; None during warm-up (run eagerly). The key function
         the traced backends get (:meth:`Clock.trace_key` on the state's clock)."""
-        return self.clock.trace_key(n, int(state["@t"][0]))
+        key = self.clock.trace_key(n, int(state["@t"][0]))
+        if key is None or not self._variant_cols:
+            return key
+        row = state["@n"][0].tolist()
+        return (*key, *[row[j] for j in self._variant_cols])
+
+    def precompute(self, state: State) -> State:
+        """Fully predictive SOI: run the deep path of every shifted S-CC for the next step now (idle time
+        between samples); the next :meth:`step` then computes only the shallow path. Outputs are unchanged.
+        See :mod:`thinkonce.soi.precompute`."""
+        from ..soi.precompute import precompute
+
+        return precompute(self, state)
+
+    def cost(self, chunk: int, precompute: bool | None = None) -> Any:
+        """MACs per step (mean and peak over the step cycle), state bytes and, for fully predictive SOI,
+        the share of the work precomputed: :func:`thinkonce.measure.step_cost`."""
+        from ..measure.cost import step_cost
+
+        return step_cost(self, chunk, precompute)
 
     def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17,
                     write_init_state: bool = True) -> dict[str, Any]:
@@ -600,6 +660,10 @@ class Stream:
         ``<path minus .onnx>.init_state.safetensors`` (keys as in the state, readable with
         ``safetensors.numpy`` without torch; repeat rows for more streams). Feed the outputs
         ``new_state.<key>`` back as ``state.<key>``. Returns the input/output names and the phases.
+
+        The graph holds the plain steps only: an SOI stream's :meth:`precompute` is not part of it (its
+        branches are chosen by ``state.@t`` alone, and a state after precompute has other counters at
+        the same clock), so feed it only states that it produced from its initial state.
         """
         import io
 
