@@ -13,6 +13,7 @@ from .stream import SignalPadded, Stream, extended_windows, load_state, register
 from .verify import Report, verify
 from .analyze import analyze
 from .ops import register_op
+from . import soi  # noqa: E402  (registers the SOI layers' stream ops)
 
 __version__ = "0.1.0"
 

@@ -170,6 +170,10 @@ class Stream:
             self._template = self._preroll(1)
             self._period = self.spec.period
         self._init_keys = set(self.init_state(1))
+        # state entries whose frame count depends on more than the phase (an S-CC's held frame after
+        # precompute): traced backends key their graphs on these too
+        self._layout_keys = [p.node.name + "." + k for p in self.plan.nodes if p.op is not None
+                             for k in getattr(p.op, "layout_keys", ())]
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
         if check:
             self_check(self)
@@ -389,10 +393,20 @@ class Stream:
         """What the step's control flow depends on; None during warm-up (run eagerly)."""
         t = int(state["@t"][0])
         if self.spec is None:
-            return None if t < self._stable else (n, t % self._period)
+            if t < self._stable:
+                return None
+            return (n, t % self._period, *(state[k].shape[-1] for k in self._layout_keys))
         if t < self.spec.window:
             return None
         return (n, t % math.lcm(self.spec.hop, self.spec.period))
+
+    def precompute(self, state: State) -> State:
+        """Fully predictive SOI: run the deep path of every shifted S-CC for the next step now (idle time
+        between samples); the next :meth:`step` then computes only the shallow path. Outputs are unchanged.
+        See :mod:`thinkonce.soi.precompute`."""
+        from ..soi.precompute import precompute
+
+        return precompute(self, state)
 
     def export_onnx(self, path: str, batch: int | None = None, chunk: int | None = None, opset: int = 17) -> dict[str, Any]:
         """Export the step to ONNX: inputs ``x`` and ``state.<key>``, outputs ``y`` and ``new_state.<key>``.
