@@ -241,6 +241,13 @@ def render(results: Path, repo: Path = REPO) -> str:
             "" if n_ok == n_def else " (missed: " + "; ".join(t for t, ok in targets if ok is False) + ")") + "."
             + ("" if not strict else " Read two-sided (|change| <= 1 %), the task target would also miss "
                "for: " + "; ".join(strict) + ", where the stream scores *better* than normal inference."))
+    import sys  # the SOI studies' sections (experiments/soi_md.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from soi_md import soi_sections
+
+    soi_body, soi_summary = soi_sections(results)
+    summary += soi_summary
+    body += soi_body
     return "\n".join(doc + ["## Summary", "", *summary, ""] + body)
 
 

@@ -44,14 +44,14 @@ CLASSES = [
     ("river", r"river|stream|creek|water|lapping|brook"),
     ("fire", r"campfire|fireplace|/fire\.|crackl"),
     ("farm", r"rooster|chicken|cow|pig|sheep|goat|farm|cattle"),
-    ("crowd", r"crowd|market|city|town|people|village"),
+    ("crowd", r"crowd|market|trade|city|town|people|village"),
     ("night", r"night|cricket|insect|frog|owl"),
     ("birds", r"bird|day|morning|forest|jungle|dayscape|meadow"),
 ]
 AUDIO_DIRS = {  # per package: which audio counts as ambience/events (not speech, music or weapon sounds)
     "megaglest-data": r"tilesets/[^/]+/sounds/|water_sounds/|units/(chicken|cow|pig|sheep)/sounds/",
     "wesnoth-1.16-data": r"sounds/ambient/",
-    "0ad-data": r"audio/(ambient|actor/fauna|actor/singles|actor/environment)/",
+    "0ad-data": r"audio/ambient/",
 }
 
 

@@ -280,3 +280,10 @@ class MixtureSampler:
     def __call__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         mix, src, _ = mixtures(self.speakers, batch, self.n, int(self.rng.integers(1 << 31)))
         return mix, src
+
+
+if __name__ == "__main__":  # set-up step: build the cache and say what is there
+    sp = load_speakers()
+    for side, d in (("train", sp.train), ("eval", sp.eval)):
+        print(f"{side}: {len(d)} speakers, {sum(len(v) for v in d.values()) / FS / 60:.1f} min")
+    print("missing:", sp.missing or "nothing")

@@ -72,14 +72,15 @@ class Config:
 def sweep(levels: int = 4) -> list[Config]:
     """Every configuration of the study, in priority order (the sweep runs as far as its time allows)."""
     c = [Config("STMC", priority=0)]
+    c += [Config(describe(pq, "pp", "duplicate"), pq, "pp", priority=1) for pq in ((0, 2), (0, 1), (1, 3))]
     c += [Config(describe((p,), "pp", "duplicate"), (p,), "pp", priority=1) for p in range(levels + 1)]
-    c += [Config(describe(pq, "pp", "duplicate"), pq, "pp", priority=1) for pq in ((0, 1), (0, 2), (1, 2), (1, 3))]
-    c += [Config(describe((p,), "fp", "duplicate"), (p,), "fp", priority=2) for p in range(levels + 1)]
-    c += [Config(describe((0, 2), "fp", "duplicate"), (0, 2), "fp", priority=2)]
-    c += [Config(describe((1,), "pp", f), (1,), "pp", f, priority=3) for f in ("tconv", "hybrid")]
-    c += [Config(describe((1,), "pp", f), (1,), "pp", f, priority=3) for f in ("nearest", "linear", "cubic")]
-    c += [Config(describe((0, 2), "pp", "hybrid"), (0, 2), "pp", "hybrid", priority=3)]
+    c += [Config(describe(pq, "fp", "duplicate"), pq, "fp", priority=2) for pq in ((0, 2), (1,), (3,))]
     c += [Config("STMC @ 4 kHz (resampled)", rate=4000, priority=2)]
+    c += [Config(describe((1,), "pp", f), (1,), "pp", f, priority=3) for f in ("tconv", "hybrid", "linear")]
+    c += [Config(describe((p,), "fp", "duplicate"), (p,), "fp", priority=4) for p in (0, 2, 4)]
+    c += [Config(describe((1,), "pp", f), (1,), "pp", f, priority=4) for f in ("nearest", "cubic")]
+    c += [Config(describe((0, 2), "pp", "hybrid"), (0, 2), "pp", "hybrid", priority=4)]
+    c += [Config(describe((1, 2), "pp", "duplicate"), (1, 2), "pp", priority=4)]
     return sorted(c, key=lambda x: x.priority)
 
 
@@ -154,8 +155,8 @@ RESAMPLERS = ("linear", "polyphase", "kaiser")
 
 
 # --------------------------------------------------------------------------- training
-def train(cfg: Config, speakers: dict[str, np.ndarray], steps: int, seed: int, batch: int = 8,
-          seconds: float = 1.5, progress: Any = None, task: Any = None) -> SepUNet:
+def train(cfg: Config, speakers: dict[str, np.ndarray], steps: int, seed: int, batch: int = 4,
+          seconds: float = 1.0, progress: Any = None, task: Any = None) -> SepUNet:
     torch.manual_seed(seed)
     model = SepUNet(scc=cfg.scc, mode=cfg.mode, fill=cfg.fill)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
@@ -240,7 +241,7 @@ def step_macs(s: thinkonce.Stream, frames: torch.Tensor, period: int) -> list[in
 @torch.no_grad()
 def stream_costs(model: SepUNet, base: thinkonce.Stream, frames: torch.Tensor, frame_rate: float,
                  timing_steps: int) -> dict[str, Any]:
-    s = thinkonce.stream(model)
+    s = thinkonce.stream(model, check=False)  # checked here instead, on a real mixture (cheaper than the probe)
     # exactness on a real evaluation mixture, one frame per step
     st, ys = s.init_state(1), []
     for t in range(frames.shape[-1]):
@@ -256,7 +257,7 @@ def stream_costs(model: SepUNet, base: thinkonce.Stream, frames: torch.Tensor, f
                            "macs_peak": int(max(macs)), "mmac_per_s": float(np.mean(macs)) * frame_rate / 1e6}
     if model.mode == "fp" and model.scc:
         deep = deep_module(model)
-        ds = thinkonce.stream(deep)
+        ds = thinkonce.stream(deep, check=False)
         c0 = model.channels[model.scc[0] - 1] if model.scc[0] > 0 else model.bins
         # the deep stream's input: the skip feeding the first S-CC, any values do for counting MACs
         dframes = torch.randn(1, c0, frames.shape[-1])
@@ -313,7 +314,7 @@ def evaluation_sets(sp: soi_data.Speakers, n_mix: int, seconds: float) -> dict[s
 
 def run(quick: bool = False, seeds: int | list[int] = 2, steps: int = 1500, only: list[str] | None = None,
         out: Path | None = None, budget_s: float = 3 * 3600, fallback: bool = False,
-        max_priority: int = 99) -> dict[str, Any]:
+        max_priority: int = 99, with_costs: bool = True) -> dict[str, Any]:
     from rich.progress import Progress
 
     torch.set_num_threads(1)
@@ -323,8 +324,8 @@ def run(quick: bool = False, seeds: int | list[int] = 2, steps: int = 1500, only
         sp = soi_data.synthetic_fallback()
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if quick:
-        seed_list, steps = seed_list[:1], min(steps, 30)
-    evalset = evaluation_sets(sp, 12 if quick else 150, 2.0 if quick else 4.0)
+        seed_list, steps = seed_list[:1], min(steps, 20)  # OneCycleLR needs >= 20 steps at pct_start 0.1
+    evalset = evaluation_sets(sp, 12 if quick else 60, 2.0 if quick else 3.0)
     cfgs = sweep()
     if quick:
         cfgs = [c for c in cfgs if c.name in ("STMC", "PP S-CC@0+2 duplicate", "FP S-CC@1 duplicate",
@@ -334,7 +335,7 @@ def run(quick: bool = False, seeds: int | list[int] = 2, steps: int = 1500, only
     cfgs = [c for c in cfgs if c.priority <= max_priority]
     # a frame sequence from an evaluation mixture for stream checks and timing
     mix0 = torch.from_numpy(next(iter(evalset.values()))[0][:1])
-    frames8 = features(stft(mix0))[..., :64 if quick else 240]
+    frames8 = features(stft(mix0))[..., :64 if quick else 160]
     frames4 = features(stft(torch.from_numpy(resample(mix0.numpy(), 1, 2, "polyphase"))))[..., :frames8.shape[-1]]
     results: dict[str, Any] = {
         "quick": quick, "steps": steps, "seeds": seed_list, "n_fft": N_FFT, "hop": HOP, "fs": 8000,
@@ -345,8 +346,8 @@ def run(quick: bool = False, seeds: int | list[int] = 2, steps: int = 1500, only
         "configs": {},
     }
     base_model = SepUNet().eval()
-    base_stream = thinkonce.stream(base_model)
-    timing_steps = 60 if quick else 400
+    base_stream = thinkonce.stream(base_model, check=False)
+    timing_steps = 60 if quick else 160
     with Progress() as prog:
         task = prog.add_task("sweep", total=len(cfgs) * len(seed_list) * steps)
         for cfg in cfgs:
@@ -364,6 +365,11 @@ def run(quick: bool = False, seeds: int | list[int] = 2, steps: int = 1500, only
                     metrics = {f"si_snri_{m}": evaluate(model, cfg, evalset, m) for m in RESAMPLERS}
                 runs.append({"seed": seed, "train_s": train_s, **metrics})
             frate = cfg.rate / HOP
+            if not with_costs:
+                results["configs"][cfg.name] = {**asdict(cfg), "runs": runs, "summary": _summary(runs)}
+                if out is not None:
+                    out.write_text(json.dumps(results, indent=1))
+                continue
             costs = stream_costs(model, base_stream, frames8 if cfg.rate == 8000 else frames4, frate, timing_steps)
             costs["time_ratio_vs_stmc"] *= cfg.rate / 8000  # per second of signal: half the steps at 4 kHz
             params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -393,17 +399,84 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def _finish(results: dict[str, Any]) -> None:
     """Cuts against STMC (MAC/s, SI-SNRi on 'all'), time/MAC ratios."""
     cf = results["configs"]
-    if "STMC" not in cf:
+    if "STMC" not in cf or "mmac_per_s" not in cf["STMC"]:
         return
     b = cf["STMC"]
     b_q = b["summary"]["si_snri:all"]["mean"]
     for c in cf.values():
+        if "mmac_per_s" not in c:
+            continue
         mac_ratio = c["mmac_per_s"] / b["mmac_per_s"]
         c["mac_cut_pct"] = 100 * (1 - mac_ratio)
         c["mac_ratio_vs_stmc"] = mac_ratio
         c["time_over_mac_ratio"] = c["time_ratio_vs_stmc"] / mac_ratio
         q = c["summary"].get("si_snri:all") or c["summary"].get("si_snri_polyphase:all")
         c["si_snri_loss_pct"] = 100 * (1 - q["mean"] / b_q) if b_q > 0 else math.nan
+
+
+FP_LATENCY_AT = {"FP S-CC@0+2 duplicate": ["e.0", "e.2"], "FP S-CC@1 duplicate": ["e.1"], "FP S-CC@3 duplicate": ["e.3"]}
+
+
+@torch.no_grad()
+def fp_latency(steps: int = 200, frames: int = 96, seed: int = 0) -> dict[str, Any]:
+    """Fully predictive schedule with the library's ``Stream.precompute`` (thinkonce.soi): per step, the
+    critical path (``step`` after ``precompute``) and the idle-time work (``precompute``), in MACs and in
+    time, side by side with the STMC stream's step. The FP networks are built by
+    ``thinkonce.soi.apply(SepUNet(), at=[...], mode="fp")`` (shifted S-CC: deep frame j needs inputs up
+    to 2j-1), the same architecture and MACs per period as the trained FP configurations (which shift the
+    refilled path instead: the same staleness, one frame of phase apart); latency does not depend on the
+    weights, so these are untrained."""
+    import thinkonce.soi  # noqa: F401
+
+    torch.manual_seed(seed)
+    base = SepUNet().eval()
+    sb = thinkonce.stream(base, check=False)
+    x = torch.randn(1, base.bins, frames)
+    out: dict[str, Any] = {"note": fp_latency.__doc__.split("\n\n")[0], "configs": {}}
+    for name, at in FP_LATENCY_AT.items():
+        m = thinkonce.soi.apply(base, at=at, mode="fp", example_input=torch.zeros(1, base.bins, 64)).eval()
+        s = thinkonce.stream(m, check=False)
+        st, ys, crit, pre = s.init_state(1), [], [], []
+        for t in range(frames):
+            xt = x[..., t:t + 1]
+            if t >= frames - 4:
+                crit.append(count_macs(s, xt, st))
+            y, st = s.step(xt, st)
+            ys.append(y)
+            if t >= frames - 4:
+                pre.append(count_macs(lambda q: s.precompute(q), st))
+            st = s.precompute(st)
+        y = torch.cat(ys, -1)
+        dev = float((y - m(x)[..., : y.shape[-1]]).abs().max())
+        stmc = count_macs(sb, x[..., :1], sb.init_state(1))
+        # timing: STMC step | FP step (critical) | FP precompute (idle), order rotating
+        tb, tc, tp = [], [], []
+        s0, s1 = sb.init_state(1), s.init_state(1)
+        for t in range(steps + 16):
+            xt = x[..., t % frames: t % frames + 1]
+            for k in ((0, 1, 2), (1, 2, 0), (2, 0, 1))[t % 3]:
+                t0 = time.perf_counter_ns()
+                if k == 0:
+                    _, s0 = sb.step(xt, s0)
+                elif k == 1:
+                    _, s1 = s.step(xt, s1)
+                else:
+                    s1 = s.precompute(s1)
+                dt = (time.perf_counter_ns() - t0) / 1e3
+                if t >= 16:
+                    (tb, tc, tp)[k].append(dt)
+        tb_, tc_, tp_ = map(np.array, (tb, tc, tp))
+        out["configs"][name] = {
+            "at": at, "stream_vs_model_max_abs": dev, "stmc_macs_per_step": stmc,
+            "critical_macs_per_step": crit, "precompute_macs_per_step": pre,
+            "critical_macs_peak": max(crit), "peak_mac_cut_pct": 100 * (1 - max(crit) / stmc),
+            "mean_mac_cut_pct": 100 * (1 - (np.mean(crit) + np.mean(pre)) / stmc),
+            "stmc_us_median": float(np.median(tb_)), "stmc_us_p99": float(np.percentile(tb_, 99)),
+            "critical_us_median": float(np.median(tc_)), "critical_us_p99": float(np.percentile(tc_, 99)),
+            "precompute_us_median": float(np.median(tp_)),
+            "critical_time_cut_pct": 100 * (1 - float(np.median(tc_)) / float(np.median(tb_))),
+        }
+    return out
 
 
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -430,6 +503,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="a few steps on a few configurations (tests)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds to train (each configuration)")
     ap.add_argument("--max-priority", type=int, default=99, help="only configurations of this priority or lower")
+    ap.add_argument("--no-costs", action="store_true", help="train and evaluate only (a second seed's process)")
+    ap.add_argument("--fp-latency", type=Path, help="measure the FP precompute schedule and write it here")
     ap.add_argument("--merge", type=Path, nargs="+", help="merge these result files (other seeds) into --out")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--budget-s", type=float, default=3 * 3600, help="stop starting new configurations after this")
@@ -437,13 +512,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fallback", action="store_true", help="synthetic test signals instead of speech")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "soi_speech.json")
     a = ap.parse_args(argv)
+    if a.fp_latency:
+        torch.set_num_threads(1)
+        r = fp_latency(40 if a.quick else 200)
+        a.fp_latency.write_text(json.dumps(r, indent=1))
+        for n, c in r["configs"].items():
+            print(f"{n:28s} peak MACs -{c['peak_mac_cut_pct']:.1f}%  critical {c['critical_us_median']:.0f} us "
+                  f"vs STMC {c['stmc_us_median']:.0f} us  (max dev {c['stream_vs_model_max_abs']:.1e})")
+        return
     if a.merge:
         r = merge([json.loads(f.read_text()) for f in a.merge])
         a.out.write_text(json.dumps(r, indent=1))
     else:
-        r = run(a.quick, a.seeds, a.steps, a.only, a.out, a.budget_s, a.fallback, a.max_priority)
+        r = run(a.quick, a.seeds, a.steps, a.only, a.out, a.budget_s, a.fallback, a.max_priority, not a.no_costs)
     for name, c in r["configs"].items():
         q = c["summary"].get("si_snri:all") or c["summary"].get("si_snri_polyphase:all")
+        if "mmac_per_s" not in c:
+            print(f"{name:32s} SI-SNRi {q['mean']:6.2f}+-{q['std']:.2f} dB  (no stream costs in this part)")
+            continue
         print(f"{name:32s} SI-SNRi {q['mean']:6.2f}+-{q['std']:.2f} dB  {c['mmac_per_s']:7.2f} MMAC/s "
               f"cut {c.get('mac_cut_pct', 0):5.1f}%  time/STMC {c['time_ratio_vs_stmc']:.2f}")
 
