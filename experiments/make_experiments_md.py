@@ -262,6 +262,11 @@ def render(results: Path, repo: Path = REPO) -> str:
                "for: " + "; ".join(strict) + ", where the stream scores *better* than normal inference."))
     real_summary, real_body = render_real(results, repo)
     from lkam_md import section as lkam_section  # parsimonious inference (issue 10)
+    from soi_md import soi_sections  # the SOI studies (issue 9)
+
+    soi_body, soi_summary = soi_sections(results)
+    summary += soi_summary
+    body += soi_body
 
     return "\n".join(doc + ["## Summary", "", *summary, "", "Real recordings (section below):", "", *real_summary, ""]
                      + body + real_body + lkam_section(results))
