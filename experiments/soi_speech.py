@@ -441,7 +441,7 @@ def fp_latency(steps: int = 200, frames: int = 96, seed: int = 0) -> dict[str, A
     out: dict[str, Any] = {"note": fp_latency.__doc__.split("\n\n")[0], "configs": {}}
     for name, at in FP_LATENCY_AT.items():
         m = thinkonce.soi.apply(base, at=at, mode="fp", example_input=torch.zeros(1, base.bins, 64)).eval()
-        s = thinkonce.stream(m, check=False)
+        s = thinkonce.stream(m, check=False, example_input=torch.zeros(1, base.bins, 64))
         st, ys, crit, pre = s.init_state(1), [], [], []
         for t in range(frames):
             xt = x[..., t:t + 1]

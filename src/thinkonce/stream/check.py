@@ -96,18 +96,32 @@ def self_check(s: "Stream", seed: int = 0) -> None:
                 x = probe(s.plan.input_shape[-1])
                 want = s.model(x)
         lengths = _chunks(rng, x.shape[-1], period)
+        head_flops = [0]
+        if s.spec is not None:  # count the head as the stream runs it (its per-window share of the MACs)
+            head = s.program.head
+
+            def counted(feats: Any, env: Any, _head: Any = head) -> Any:
+                c = FlopCounterMode(display=False)
+                with c:
+                    out = _head(feats, env)
+                head_flops[0] = max(head_flops[0], int(c.get_total_flops()))
+                return out
+
+            s.program.head = counted  # type: ignore[method-assign]
         try:
             got = _run_eager(s, x, lengths)
         except Exception as e:  # a stream that cannot run its own probe is not a stream
             raise ConversionError(f"the converted stream failed on a probe signal ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0] if str(e) else ''}); please report the model") from e
+        finally:
+            s.program.__dict__.pop("head", None)
         if s.spec is not None:
             counter = FlopCounterMode(display=False)
             with counter:
                 want = _window_reference(s, x, 1)  # counted: the MACs of one (extended) window
             if got.shape[1] > 1:
                 want = torch.cat([want, _window_reference(s, x, got.shape[1], start=1)], dim=1)
-            warn_heavy_head(s, int(counter.get_total_flops()) // 2)
+            warn_heavy_head(s, int(counter.get_total_flops()) // 2, head_flops[0] // 2)
     if isinstance(want, Tensor) and got.shape == want.shape:
         scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
         err = float((got - want).abs().max()) if want.numel() else 0.0
@@ -125,15 +139,13 @@ def self_check(s: "Stream", seed: int = 0) -> None:
     )
 
 
-def warn_heavy_head(s: "Stream", window_macs: int) -> None:
+def warn_heavy_head(s: "Stream", window_macs: int, head: int) -> None:
     """Warn (:class:`HeavyHeadWarning`) when the head takes more than half of a window's MACs: every
     window recomputes it, so streaming saves little. Names the node that made the head start there."""
-    from ..measure.macs import head_macs
     from .convert import _source_line
 
     if window_macs <= 0 or not s.plan.head_nodes:
         return
-    head = head_macs(s)
     if head <= window_macs / 2:
         return
     first = next((p for p in s.plan.head_nodes if p.reason), s.plan.head_nodes[0])
