@@ -394,9 +394,10 @@ def selfcheck_section(r: dict) -> list[str]:
         share = d["check_share_of_construction"]
         L.append(f"| {n} ({d['window']}/{d['hop']}) | {d['build_ms']:.1f} | {d['check_ms']:.1f} | {100 * share:.1f} % | "
                  f"{'met' if share <= r['target_share'] else 'NOT met'} |")
-    return L + ["", "The check runs the stream over one probe of a window and a hop in six chunks and evaluates the "
-                "model on two (extended) windows, about three window evaluations: a fixed floor against a "
-                "construction of roughly ten, which is why the 10 % target is missed.", ""]
+    return L + ["", "The check streams one probe of a window and a hop (two rows, the conversion's batch) in six "
+                "chunks and evaluates the model on two extended windows: about three window evaluations. Tracing "
+                "and conversion cost only a few times that, so the check's share stays far above the 10 % target, "
+                "while its absolute cost stays well under a second.", ""]
 
 
 def _soi_result() -> dict | None:
