@@ -50,7 +50,9 @@ def _lockstep(eager, native, x: torch.Tensor, chunks: list[int], donate: bool = 
             assert se.keys() == sn.keys()
             for k in se:
                 assert sn[k].shape == se[k].shape, k
-                assert_close(sn[k].double(), se[k].double())
+                a, e = sn[k].double(), se[k].double()
+                same = (a == e) | (a.isnan() & e.isnan())  # equal infinities (max-pool padding) count as equal
+                assert_close(torch.where(same, 0.0, a), torch.where(same, 0.0, e))
             pos += c
             i += 1
     assert _native_steps(native) >= 1
@@ -75,12 +77,16 @@ def test_random_stacks_match_eager_and_offline(case) -> None:
     x = torch.randn(batch, c_in, 160)
     try:
         with torch.no_grad():
-            ref = model(x)
+            model(x)
     except RuntimeError:
         return  # the drawn stack does not fit this length offline either
     eager = to.stream(model, example_input=x[:1])
     native = to.stream(model, example_input=x[:1], backend="native")
     chunk = 2 * eager._period
+    # long enough for steady-state steps to recur after the warm-up (they run native from then on)
+    x = torch.randn(batch, c_in, max(160, eager.warmup + 6 * chunk))
+    with torch.no_grad():
+        ref = model(x)
     _lockstep(eager, native, x, [chunk])
     if ref.numel():
         assert_close(native.run(x, chunk=chunk), ref)
