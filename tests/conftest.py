@@ -1,8 +1,20 @@
-"""Shared pytest hooks: the zoo summary line (tests/test_zoo.py)."""
+"""Shared pytest hooks: the zoo summary line (tests/test_zoo.py), and hypothesis' profile.
+
+The property tests draw the same examples on every run (``derandomize``), so that CI judges the code,
+not the luck of a draw; set ``THINKONCE_HYPOTHESIS=explore`` to draw new random examples (what a
+developer should do after changing the converter, and what found the bugs these tests now pin).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+
+from hypothesis import settings
+
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("explore" if os.environ.get("THINKONCE_HYPOTHESIS") == "explore" else "deterministic")
 
 _ZOO: dict = {}  # zoo entry name -> outcome record (filled from the test reports)
 
