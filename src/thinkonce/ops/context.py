@@ -8,7 +8,7 @@ argument values) and returns one of ``ctx.framewise()``, ``ctx.temporal(op)``, `
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch.fx as fx
 import torch.nn as nn
@@ -131,10 +131,14 @@ class OpContext:
         return NodePlan(self.node, "framewise", tdim=tdim, rate=self.rate, rf=self.rf, temporal_args=self.targs,
                         call=call)
 
-    def temporal(self, op: StreamOp, tdim: int | None = None) -> "NodePlan":
-        """A stateful op on the time axis; rate and receptive field follow from ``op.facts()``."""
+    def temporal(self, op: "StreamOp | Sequence[StreamOp]", tdim: int | None = None) -> "NodePlan":
+        """A stateful op on the time axis; rate and receptive field follow from ``op.facts()``. A sequence
+        of ops (a convolution and the trim of its padding, ...) runs as one chained op."""
         from ..stream.convert import NodePlan
         from ..stream.layers import ChainOp
+
+        if isinstance(op, (list, tuple)):
+            op = op[0] if len(op) == 1 else ChainOp(tuple(op))
 
         rate, rf = self.rate, self.rf
         for sub in (op.ops if isinstance(op, ChainOp) else (op,)):

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..stream.kernels import conv1d
-from ..stream.layers import ChainOp, SlidingOp, StreamOp, TransposedConvOp, TrimOp
+from ..stream.layers import SlidingOp, StreamOp, TransposedConvOp, TrimOp
 from .context import OpContext, single
 from .registry import register_op
 
@@ -54,7 +54,7 @@ def conv_plan(ctx: OpContext, weight: torch.Tensor, bias: torch.Tensor | None, s
 
         pad = edge_pad_op(ctx, padding_mode, pl, pr)
         inner = _sliding(ctx, weight, bias, k, s, d, 0, 0, groups)
-        return ctx.temporal(ChainOp((pad, inner)))
+        return ctx.temporal([pad, inner])
     if k == 1 and s == 1 and pl == 0 and pr == 0:
         # a 1x1 conv is frame-wise; run it with plain padding/dilation (its own may say 'same' and
         # dilation 2, which ONNX runtimes reject although they change nothing for one tap)
@@ -100,7 +100,7 @@ def transposed_plan(ctx: OpContext, w: torch.Tensor, b: torch.Tensor | None, str
     ops: list[StreamOp] = [TransposedConvOp(w, b, s, d, int(groups), int(output_padding), int(w.shape[1]) * int(groups))]
     if p:
         ops.append(TrimOp(p, p, dim=2))
-    return ctx.temporal(ops[0] if len(ops) == 1 else ChainOp(tuple(ops)))
+    return ctx.temporal(ops)
 
 
 @register_op(nn.ConvTranspose1d)

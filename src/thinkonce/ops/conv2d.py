@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..stream.layers import ChainOp, SlidingOp, State, StreamOp, TransposedConvOp, TrimOp, UpsampleOp
+from ..stream.layers import SlidingOp, State, StreamOp, TransposedConvOp, TrimOp, UpsampleOp
 from .context import OpContext
 from .conv import _whole_window
 from .registry import register_op
@@ -168,7 +168,7 @@ def conv2d_plan(ctx: OpContext, w: Tensor, b: Tensor | None, stride: Any, paddin
         conv = _time_op_or_framewise(ctx, inner, kt, st, dt, 0, 0, 0.0, "conv")
         if not isinstance(conv, StreamOp):  # pragma: no cover - a padded time axis has a kernel > 1
             raise ctx.fail("edge padding of a one-frame kernel")
-        return ctx.temporal(ChainOp((EdgePadOp(padding_mode, ptl, ptr, dim=3), conv)))
+        return ctx.temporal([EdgePadOp(padding_mode, ptl, ptr, dim=3), conv])
     op = _time_op_or_framewise(ctx, inner, kt, st, dt, ptl, ptr, 0.0, "conv")
     return op if not isinstance(op, StreamOp) else ctx.temporal(op)
 
@@ -307,7 +307,7 @@ def transposed2d_plan(ctx: OpContext, w: Tensor, b: Tensor | None, stride: Any, 
     ops: list[StreamOp] = [TransposedConv2dOp(w1, b1, st, dt, 1, opt, co * fo, out_frame=(co, fo))]
     if pt:
         ops.append(TrimOp(pt, pt, dim=3))
-    return ctx.temporal(ops[0] if len(ops) == 1 else ChainOp(tuple(ops)))
+    return ctx.temporal(ops)
 
 
 @register_op(nn.ConvTranspose2d)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..stream.layers import ChainOp, PadOp, State, StreamOp, TimeFacts, TrimOp, _with_time
+from ..stream.layers import PadOp, State, StreamOp, TimeFacts, TrimOp, _with_time
 from ..stream.state import Field, counter
 from .context import OpContext
 from .registry import register_op
@@ -136,7 +136,7 @@ def pad_plan(ctx: OpContext, left: int, right: int, mode: str = "constant", valu
         ops.append(TrimOp(max(-left, 0), max(-right, 0), dim=ctx.t))
     if not ops:
         return ctx.framewise()
-    return ctx.temporal(ops[0] if len(ops) == 1 else ChainOp(tuple(ops)))
+    return ctx.temporal(ops)
 
 
 @register_op(torch.nn.functional.pad, torch.constant_pad_nd)
