@@ -137,3 +137,22 @@ def assert_close(y: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
     scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
     err = float((y - ref).abs().max()) if ref.numel() else 0.0
     assert err <= tol * scale, f"max abs error {err} > {tol} x scale {scale}"
+
+
+class SmallUNet(nn.Module):
+    """Encoder stride 2, dilated residual middle, transposed-conv decoder with a skip concatenation (the
+    native backend's and the C export's U-Net)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.e1 = nn.Conv1d(2, 8, 3, padding=1)
+        self.d1 = nn.Conv1d(8, 16, 4, stride=2, padding=1)
+        self.mid = nn.Conv1d(16, 16, 3, padding=2, dilation=2)
+        self.u1 = nn.ConvTranspose1d(16, 8, 4, stride=2, padding=1)
+        self.out = nn.Conv1d(16, 1, 1)
+
+    def forward(self, x):
+        a = F.relu(self.e1(x))
+        b = F.relu(self.d1(a))
+        b = b + torch.tanh(self.mid(b))
+        return self.out(torch.cat([F.relu(self.u1(b)), a], 1))

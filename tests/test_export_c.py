@@ -9,31 +9,14 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 import thinkonce as to
+from nets import SmallUNet as UNet
 
 GCC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(GCC is None, reason="no C compiler (gcc/cc) on the PATH")
 
 TOL = 1e-5
-
-
-class UNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.e1 = nn.Conv1d(2, 8, 3, padding=1)
-        self.d1 = nn.Conv1d(8, 16, 4, stride=2, padding=1)
-        self.mid = nn.Conv1d(16, 16, 3, padding=2, dilation=2)
-        self.u1 = nn.ConvTranspose1d(16, 8, 4, stride=2, padding=1)
-        self.out = nn.Conv1d(16, 1, 1)
-
-    def forward(self, x):
-        a = F.relu(self.e1(x))
-        b = F.relu(self.d1(a))
-        b = b + torch.tanh(self.mid(b))
-        return self.out(torch.cat([F.relu(self.u1(b)), a], 1))
 
 
 def _check(s, tmp_path, steps: int, chunk: int | None = None) -> None:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import thinkonce as to
+from nets import SmallUNet as UNet
 from nets import RandomNet, assert_close, conv_block, upsampling_block
 from thinkonce.native import backend as native_backend
 from thinkonce.native.compiler import why_no_toolchain
@@ -127,22 +128,6 @@ def test_donated_state_is_updated_in_place_with_the_same_values() -> None:
     _, st2 = native.step(x[..., 64:68], st, donate=True)
     reused = [k for k in st2 if k in before and st2[k].data_ptr() == before[k] and k != "@t"]
     assert reused, "donate=True wrote no state entry in place"
-
-
-class UNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.e1 = nn.Conv1d(2, 8, 3, padding=1)
-        self.d1 = nn.Conv1d(8, 16, 4, stride=2, padding=1)
-        self.mid = nn.Conv1d(16, 16, 3, padding=2, dilation=2)
-        self.u1 = nn.ConvTranspose1d(16, 8, 4, stride=2, padding=1)
-        self.out = nn.Conv1d(16, 1, 1)
-
-    def forward(self, x):
-        a = F.relu(self.e1(x))
-        b = F.relu(self.d1(a))
-        b = b + torch.tanh(self.mid(b))
-        return self.out(torch.cat([F.relu(self.u1(b)), a], 1))
 
 
 def test_unet_with_transposed_convs_and_skips() -> None:
