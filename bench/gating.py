@@ -9,6 +9,9 @@ weights), and timed side by side (interleaved calls, medians, one thread):
 
 * batch 1, per kept share: dense model vs masked dense (the gated model: multiplies by the mask, saves
   nothing) vs deployed (gathered kernels) - the clock speed-up against the MAC ratio;
+* native (``thinkonce.gating.native``): the same gated model as one compiled C call that loops over
+  the engaged kernels only, against the same runtime running the plain model (``native dense``: the
+  like-for-like baseline, no gates, every kernel); GFLOP/s against the machine's measured FMA peak;
 * batch 32: dense, ``union`` (one pass over the union of the batch's kernels), ``dense-masked``
   (crossover 0: dense weights with a mask), ``split`` (each input alone with its own kernels): which
   strategy wins, and so the run-time crossover rule.
@@ -31,6 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 from lkam_common import interleaved  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+from native import fma_peak  # noqa: E402
+
+from thinkonce.native.compiler import find_toolchain  # noqa: E402
 from lkam_digits import vgg  # noqa: E402
 
 import torch.fx as fx  # noqa: E402
@@ -102,17 +109,24 @@ def main(argv: list[str] | None = None) -> dict:
                  "network": "VGG (16, 32, 32, 64, 64), 28x28", "load_avg_start": list(os.getloadavg()),
                  "batch1": {}, "batch32": {}}
     macs_dense = count_macs(base, x[:1])
+    native_dense = gating.native(base, x[:1])
+    out["fma_peak_gflops"] = fma_peak(find_toolchain(), 3 if a.quick else 7)["gflops_median"]
     for share in shares:
         g = gating.insert(base).eval()
         set_gates(g, share, diverse=False)
         dep = gating.deploy(g)
         macs = count_macs(dep, x[:1])
         c: dict[str, float] = {}
-        t = interleaved({"dense": dense, "masked": g, "deployed": dep}, [x[i:i + 1] for i in range(n1)], reps, cpu=c)
-        out["batch1"][str(share)] = {"kept_share": share, "mac_ratio": macs_dense / macs,
+        t = interleaved({"dense": dense, "masked": g, "deployed": dep, "native_dense": native_dense,
+                         "native_gated": gating.native(dep, x[:1])}, [x[i:i + 1] for i in range(n1)], reps, cpu=c)
+        out["batch1"][str(share)] = {"kept_share": share, "mac_ratio": macs_dense / macs, "macs": macs,
                                      "us": {k: v * 1e6 for k, v in t.items()}, "cpu_us": {k: v * 1e6 for k, v in c.items()},
                                      "speedup": t["dense"] / t["deployed"], "cpu_speedup": c["dense"] / c["deployed"],
-                                     "cpu_masked_speedup": c["dense"] / c["masked"]}
+                                     "cpu_masked_speedup": c["dense"] / c["masked"],
+                                     "native_speedup": t["native_dense"] / t["native_gated"],
+                                     "native_vs_torch_dense": t["dense"] / t["native_gated"],
+                                     "native_gflops_gated": 2 * macs / t["native_gated"] / 1e9,
+                                     "native_gflops_dense": 2 * macs_dense / t["native_dense"] / 1e9}
     # clock vs MAC ratio as the network grows (kept share 0.5, same pattern): per-operator overhead
     # weighs less when every convolution has more work
     out["width_scaling"] = {}
@@ -123,11 +137,14 @@ def main(argv: list[str] | None = None) -> dict:
         dep = gating.deploy(g)
         d = fold_batchnorm(net)
         c: dict[str, float] = {}
-        t = interleaved({"dense": d, "deployed": dep}, [x[i:i + 1] for i in range(max(4, n1 // mult))], reps, cpu=c)
+        t = interleaved({"dense": d, "deployed": dep, "native_dense": gating.native(net, x[:1]),
+                         "native_gated": gating.native(dep, x[:1])}, [x[i:i + 1] for i in range(max(4, n1 // mult))],
+                        reps, cpu=c)
         out["width_scaling"][str(mult)] = {
             "widths": [w * mult for w in (16, 32, 32, 64, 64)], "macs_dense": count_macs(d, x[:1]),
             "macs_deployed": count_macs(dep, x[:1]), "cpu_us": {k: v * 1e6 for k, v in c.items()},
             "cpu_speedup": c["dense"] / c["deployed"], "mac_ratio": count_macs(d, x[:1]) / count_macs(dep, x[:1]),
+            "native_cpu_speedup": c["native_dense"] / c["native_gated"],
             "breakdown_deployed_us": breakdown(dep.graph_module, x[:1], max(3, n1 // (4 * mult))),
             "breakdown_dense_us": breakdown(d, x[:1], max(3, n1 // (4 * mult)))}
     for diverse in (False, True):
@@ -139,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
             hooks = []
             models = {"dense": dense, "union": gating.deploy(g, crossover=1.0),
                       "dense_masked": gating.deploy(g, crossover=0.0), "split": gating.deploy(g, batch="split")}
+            models["native_dense"] = gating.native(base, x[:1])
+            models["native_gated"] = gating.native(models["union"], x[:1])
             with torch.no_grad():
                 for k, gate in models["union"].gates.items():
                     hooks.append(gate.register_forward_hook(
@@ -152,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
             out["batch32"][key] = {"patterns": "diverse" if diverse else "same", "share_per_input": on,
                                    "union_share": union, "us_per_input": {k: v * 1e6 / 32 for k, v in t.items()},
                                    "cpu_us_per_input": {k: v * 1e6 / 32 for k, v in c.items()},
-                                   "best": min(c, key=c.get)}
+                                   "best": min((k for k in c if not k.startswith("native")), key=c.get),
+                                   "native_speedup": c["native_dense"] / c["native_gated"]}
     out["load_avg_end"] = list(os.getloadavg())
     out["duration_s"] = round(time.time() - start, 1)
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -161,6 +161,15 @@ def evaluate_point(base: nn.Module, g: nn.Module, data: dict[str, Tensor], epoch
         train_dense(pruned, data["xtr"], data["ytr"], epochs, lr=1e-3, seed=seed)
         out.update(acc_pruned=accuracy(pruned, xte, yte), macs_pruned=count_macs(pruned, xte[:1]), prune_ratio=ratio)
         models1["pruned"] = models32["pruned"] = fold_batchnorm(pruned)
+    # native (thinkonce.gating.native): the deployed model as one C call skipping switched-off kernels,
+    # beside the same runtime running the plain dense model (and the pruned one): like for like
+    models1["native_dense"] = models32["native_dense"] = gating.native(base, xte[:1])
+    models1["native_gated"] = models32["native_gated"] = native_gated = gating.native(dep, xte[:1])
+    with torch.no_grad():
+        out["native_vs_deployed_max_abs"] = float((native_gated(xte[:64]) - dep(xte[:64])).abs().max())
+    out["acc_native"] = accuracy(native_gated, xte, yte)
+    if prune:
+        models1["native_pruned"] = models32["native_pruned"] = gating.native(pruned, xte[:1])
     xs1 = [xte[i:i + 1] for i in range(min(n_time, xte.shape[0]))]
     c1: dict[str, float] = {}
     c32: dict[str, float] = {}
@@ -175,6 +184,10 @@ def evaluate_point(base: nn.Module, g: nn.Module, data: dict[str, Tensor], epoch
     out["speedup_batch32"] = t32["dense"] / min(t32["deployed_union"], t32["deployed_split"])
     out["cpu_speedup_batch1"] = c1["dense"] / c1["deployed"]
     out["cpu_speedup_batch32"] = c32["dense"] / min(c32["deployed_union"], c32["deployed_split"])
+    out["native_speedup_batch1"] = t1["native_dense"] / t1["native_gated"]
+    out["native_cpu_speedup_batch1"] = c1["native_dense"] / c1["native_gated"]
+    out["native_cpu_speedup_batch32"] = c32["native_dense"] / c32["native_gated"]
+    out["native_vs_torch_dense_cpu_batch1"] = c1["dense"] / c1["native_gated"]
     out["load_avg"] = list(os.getloadavg())
     out["gate_cost"] = gate_cost(dep, xte[:1], n_time, reps)
     return out

@@ -28,7 +28,7 @@ from lkam_common import RESULTS, accuracy, evaluate_point, gated_point, histogra
 
 SETS = {  # widths, base epochs, fine-tune epochs, budgets (target share of engaged kernels), recipes compared
     "digits": dict(widths=(16, 16, 32, 32, 64), epochs=20, finetune=6, targets=(0.6, 0.4), recipes=True),
-    "mnist": dict(widths=(16, 32, 32, 64, 64), epochs=2, finetune=3, targets=(0.7, 0.5), recipes=False),
+    "mnist": dict(widths=(16, 32, 32, 64, 64), epochs=8, finetune=8, targets=(0.7, 0.6, 0.5), recipes=False),
 }
 QUICK = dict(widths=(8, 8, 16, 16, 16), epochs=2, finetune=1, targets=(0.5,), recipes=True)
 RELAXATIONS = ("ste", "anneal", "gumbel")
