@@ -156,3 +156,25 @@ class SmallUNet(nn.Module):
         b = F.relu(self.d1(a))
         b = b + torch.tanh(self.mid(b))
         return self.out(torch.cat([F.relu(self.u1(b)), a], 1))
+
+
+class ResNet(nn.Module):
+    """Residual branch with look-ahead, strided conv, pooling, then a transposed conv or a mean head."""
+
+    def __init__(self, head: bool) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 8, 5, padding=2)
+        self.c2 = nn.Conv1d(8, 8, 3, padding=1, dilation=1)
+        self.c3 = nn.Conv1d(8, 8, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool1d(2)
+        self.up = nn.ConvTranspose1d(8, 8, 4, stride=2, padding=1)
+        self.head = head
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x))
+        h = h + F.relu(self.c2(h))
+        h = self.pool(F.relu(self.c3(h)))
+        if self.head:
+            return self.fc(h.mean(dim=-1))
+        return self.up(h)

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import thinkonce as to
-from nets import Block, RandomNet
+from nets import Block, RandomNet, ResNet
 
 RUNNER = textwrap.dedent('''
     import json, sys
@@ -39,26 +38,6 @@ RUNNER = textwrap.dedent('''
     assert "torch" not in sys.modules
     np.savez(out_path, *ys)
 ''')
-
-
-class ResNet(nn.Module):
-    def __init__(self, head: bool) -> None:
-        super().__init__()
-        self.c1 = nn.Conv1d(2, 8, 5, padding=2)
-        self.c2 = nn.Conv1d(8, 8, 3, padding=1)
-        self.c3 = nn.Conv1d(8, 8, 3, stride=2, padding=1)
-        self.pool = nn.MaxPool1d(2)
-        self.up = nn.ConvTranspose1d(8, 8, 4, stride=2, padding=1)
-        self.head = head
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x):
-        h = F.relu(self.c1(x))
-        h = h + F.relu(self.c2(h))
-        h = self.pool(F.relu(self.c3(h)))
-        if self.head:
-            return self.fc(h.mean(dim=-1))
-        return self.up(h)
 
 
 def _eager_steps(s, x: torch.Tensor, n: int) -> list[np.ndarray]:
