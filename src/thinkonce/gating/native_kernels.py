@@ -198,6 +198,35 @@ static void pool(const int* a, void* const* p, const int* counts) {
   int Ho = a[10], Wo = a[11], kind = a[12], dh = a[13], dw = a[14];
   const float* in = p[0]; float* out = p[1];
   int n = nch(slot, C, counts);
+  int inside = ph == 0 && pw == 0 && (Ho - 1) * sh + (KH - 1) * dh < H && (Wo - 1) * sw + (KW - 1) * dw < W;
+  if (inside) {  /* every window lies inside the input: no bounds checks, branch-free selects */
+    float inv = 1.0f / (float)(KH * KW);
+    for (int c = 0; c < n; c++) {
+      const float* q = in + (size_t)c * H * W; float* o = out + (size_t)c * Ho * Wo;
+      for (int yo = 0; yo < Ho; yo++) {
+        float* orow = o + (size_t)yo * Wo;
+        const float* r0 = q + (size_t)yo * sh * W;
+        if (kind == 0) {
+          for (int xo = 0; xo < Wo; xo++) orow[xo] = r0[xo * sw];
+          for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+              if (ky == 0 && kx == 0) continue;
+              const float* r = r0 + (size_t)ky * dh * W + kx * dw;
+              for (int xo = 0; xo < Wo; xo++) { float v = r[xo * sw], m = orow[xo]; orow[xo] = (v > m || v != v) ? v : m; }
+            }
+        } else {
+          for (int xo = 0; xo < Wo; xo++) orow[xo] = 0.0f;
+          for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+              const float* r = r0 + (size_t)ky * W + kx;
+              for (int xo = 0; xo < Wo; xo++) orow[xo] += r[xo * sw];
+            }
+          for (int xo = 0; xo < Wo; xo++) orow[xo] *= inv;
+        }
+      }
+    }
+    return;
+  }
   for (int c = 0; c < n; c++) {
     const float* q = in + (size_t)c * H * W; float* o = out + (size_t)c * Ho * Wo;
     for (int yo = 0; yo < Ho; yo++)
