@@ -24,13 +24,27 @@ def section(root: Path) -> list[str]:
         c = v["cpu_us"]
         L.append(f"| {k} | {v['mac_ratio']:.2f}x | {c['dense']:.0f} / {c['masked']:.0f} / {c['deployed']:.0f} | "
                  f"{v['cpu_speedup']:.2f}x ({v['speedup']:.2f}x) | {v['cpu_masked_speedup']:.2f}x |")
+    if any("native_speedup" in v for v in r["batch1"].values()):
+        peak = r.get("fma_peak_gflops")
+        L += ["", "### Batch 1, native (`thinkonce.gating.native`: one compiled C call, switched-off kernels skipped in the loops)", "",
+              "Like for like: `native dense` is the same runtime on the plain model. GFLOP/s = 2 x MACs / time"
+              + (f"; this machine's measured single-thread FMA peak: {peak:.0f} GFLOP/s." if peak else "."), "",
+              "| kept share | MAC ratio | CPU us native dense / native gated | native speed-up (wall) | clock / MAC ratio | "
+              "vs PyTorch dense (CPU) | GFLOP/s dense / gated (wall-clock) |", "|---:|---:|---|---:|---:|---:|---|"]
+        for k, v in r["batch1"].items():
+            c = v["cpu_us"]
+            sp = c["native_dense"] / c["native_gated"]
+            L.append(f"| {k} | {v['mac_ratio']:.2f}x | {c['native_dense']:.0f} / {c['native_gated']:.0f} | {sp:.2f}x "
+                     f"({v['native_speedup']:.2f}x) | {sp / v['mac_ratio']:.2f} | {c['dense'] / c['native_gated']:.2f}x | "
+                     f"{v['native_gflops_dense']:.1f} / {v['native_gflops_gated']:.1f} |")
     L += ["", "### Batch 1 as the network widens (kept share 0.5)", "",
-          "| widths | MACs dense | MAC ratio | CPU us dense / deployed | speed-up CPU | deployed, per part (us, node by node) | dense, per part |",
-          "|---|---:|---:|---|---:|---|---|"]
+          "| widths | MACs dense | MAC ratio | CPU us dense / deployed | speed-up CPU | native speed-up CPU | deployed, per part (us, node by node) | dense, per part |",
+          "|---|---:|---:|---|---:|---:|---|---|"]
     for v in r.get("width_scaling", {}).values():
         part = lambda d: ", ".join(f"{k} {x:.0f}" for k, x in sorted(d.items()))  # noqa: E731
         L.append(f"| {v['widths']} | {v['macs_dense']:,} | {v['mac_ratio']:.2f}x | {v['cpu_us']['dense']:.0f} / "
-                 f"{v['cpu_us']['deployed']:.0f} | {v['cpu_speedup']:.2f}x | {part(v['breakdown_deployed_us'])} | "
+                 f"{v['cpu_us']['deployed']:.0f} | {v['cpu_speedup']:.2f}x | {v.get('native_cpu_speedup', float('nan')):.2f}x | "
+                 f"{part(v['breakdown_deployed_us'])} | "
                  f"{part(v['breakdown_dense_us'])} |")
     ws = list(r.get("width_scaling", {}).values())
     if ws:
@@ -45,12 +59,13 @@ def section(root: Path) -> list[str]:
               "(i+1) does not shrink when layer i is not gated. The wider the network, the closer the clock comes "
               "to the MAC ratio."]
     L += ["", "### Batch 32: union of engaged kernels vs dense-masked vs one input at a time", "",
-          "| patterns, kept share | union share per gate | CPU us per input: dense / union / dense-masked / split | fastest |",
-          "|---|---|---|---|"]
+          "| patterns, kept share | union share per gate | CPU us per input: dense / union / dense-masked / split | fastest (PyTorch) | native dense / gated (speed-up) |",
+          "|---|---|---|---|---|"]
     for k, v in r["batch32"].items():
         c = v["cpu_us_per_input"]
         L.append(f"| {k} | {', '.join(f'{x:.2f}' for x in v['union_share'].values())} | {c['dense']:.0f} / {c['union']:.0f} / "
-                 f"{c['dense_masked']:.0f} / {c['split']:.0f} | {v['best']} |")
+                 f"{c['dense_masked']:.0f} / {c['split']:.0f} | {v['best']} | "
+                 + (f"{c['native_dense']:.0f} / {c['native_gated']:.0f} ({v['native_speedup']:.2f}x) |" if "native_speedup" in v else "n/a |"))
     return L + ["", "'diverse' gates (random weights) on these random inputs still engaged nearly the same kernels across "
                 "a batch (union share close to the per-input share), so union gathering kept its advantage; with "
                 "disjoint patterns the union approaches all kernels and the rule below falls back to dense-masked.",
