@@ -2,13 +2,15 @@
 
 The C function takes one array of pointers (see :class:`~thinkonce.native.codegen.CStep`). Per
 thread, the array and the workspace are made once and reused; per call only the input, state and
-output addresses change. Outputs are fresh tensors (the step stays pure) unless the caller donates
-its state, in which case new state entries of unchanged shape are written into the old tensors.
+output addresses change (the slots are rewritten only when they do). Outputs are fresh tensors (the
+step stays pure) unless the caller donates its state, in which case new state entries of unchanged
+shape are written into the old tensors.
 """
 
 from __future__ import annotations
 
 import ctypes
+import operator
 import threading
 from pathlib import Path
 
@@ -32,7 +34,14 @@ def load(path: Path) -> ctypes.CDLL:
 
 
 class NativeStep:
-    """A callable ``(x, state, donate) -> (y, new_state)`` around one compiled step."""
+    """A callable ``(x, state, donate) -> (y, new_state)`` around one compiled step.
+
+    What the pointer array holds is planned once here (which slot takes the chunk, which state entry,
+    which constant, which output), so a call only reads addresses. Per thread the array remembers the
+    addresses it was last filled with: a donated step fed the state it just updated (the same tensors,
+    at the same addresses) rewrites only the ``y`` slot. Addresses are read from the tensors on every
+    call, never assumed, so a state of other tensors (or one whose storage was replaced) is seen.
+    """
 
     takes_donate = True
 
@@ -45,25 +54,48 @@ class NativeStep:
             f.restype = None
         self.consts = [b.data.contiguous() for b in cstep.consts]  # kept alive: the library reads them
         self.n = len(cstep.params) + 1
-        self.slots: list[tuple[int, str, object]] = []  # (index, kind, key/shape) of per-call pointers
-        self.out_specs: list[tuple[int, str, tuple[int, ...], torch.dtype]] = []
-        ci = 0
         self.fixed: dict[int, int] = {}
+        in_idx: list[int] = []
+        in_keys: list[str | None] = []  # None: the chunk
+        ci = 0
         for i, b in enumerate(cstep.params):
             if b.kind == "input":
-                self.slots.append((i, "x", None))
+                in_idx.append(i)
+                in_keys.append(None)
             elif b.kind == "state":
-                self.slots.append((i, "state", b.key))
+                in_idx.append(i)
+                in_keys.append(b.key)
             elif b.kind == "const":
                 self.fixed[i] = self.consts[ci].data_ptr()
                 ci += 1
+        self.in_idx, self.in_keys = tuple(in_idx), tuple(in_keys)
+        self.in_layout = [(cstep.params[i].numel, cstep.params[i].dtype) for i in in_idx]
+        self.in_state_keys = tuple(k for k in in_keys if k is not None)
+        self.x_pos = in_keys.index(None) if None in in_keys else -1  # the step may not read the chunk
         views = dict(cstep.outputs)
+        self.y_index = -1
+        self.y_shape: tuple[int, ...] = ()
+        self.y_dtype = torch.float32
+        outs: list[tuple[int, str, torch.Size, torch.dtype]] = []
         for i, b in enumerate(cstep.params):
             if b.kind == "out":
                 v = views[b.key]
-                self.out_specs.append((i, b.key, v.sizes, v.dtype))
-        self.passthrough = cstep.passthrough
+                if b.key == "y":
+                    self.y_index, self.y_shape, self.y_dtype = i, tuple(v.sizes), v.dtype
+                else:
+                    outs.append((i, b.key, torch.Size(v.sizes), v.dtype))
+        assert self.y_index >= 0, "a step always has an output y"
+        self.out_specs = outs  # new state entries, in pointer order
+        self.out_idx = tuple(i for i, *_ in outs)
+        self.out_keys = tuple(k for _, k, *_ in outs)
+        self.out_layout = [(shape, dtype) for *_, shape, dtype in outs]
+        self.passthrough = tuple(cstep.passthrough)
         self.tls = threading.local()
+
+    @property
+    def slots(self) -> list[tuple[int, str, object]]:
+        """(index, "x" or "state", key) of the per-call input pointers (kept for introspection)."""
+        return [(i, "x" if k is None else "state", k) for i, k in zip(self.in_idx, self.in_keys)]
 
     def _thread_buffers(self):
         tls = self.tls
@@ -74,34 +106,83 @@ class NativeStep:
                 arr[i] = p
             tls.ws = torch.empty(max(self.cstep.workspace_bytes, 64) + 64, dtype=torch.uint8)
             tls.stage = None
+            tls.ptrs = None  # addresses of (inputs, donated outputs) the array holds now
             arr[self.n - 1] = tls.ws.data_ptr()
             tls.arr = arr
         return arr
 
+    def workspace(self) -> Tensor:
+        """A fresh workspace of the size this step needs (for callers that keep their own array)."""
+        return torch.empty(max(self.cstep.workspace_bytes, 64) + 64, dtype=torch.uint8)
+
+    def pointer_array(self, x: Tensor, state: State, y: Tensor, workspace: Tensor):
+        """A pointer array for the staged (donating) function that reads ``x`` and ``state`` and writes
+        ``y`` and the new state into the same ``state`` tensors; every tensor must already have the
+        step's layout and be contiguous (checked here: raises ValueError otherwise). The caller keeps
+        the tensors alive and at their addresses for as long as it calls with the array."""
+        def need(t: Tensor, shape, dtype, what: str) -> int:
+            if tuple(t.shape) != tuple(shape) or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
+                raise ValueError(f"{what}: a contiguous CPU {dtype} tensor of shape {tuple(shape)} is needed, "
+                                 f"got {t.dtype} {tuple(t.shape)} (contiguous: {t.is_contiguous()})")
+            return t.data_ptr()
+
+        if workspace.numel() < max(self.cstep.workspace_bytes, 64) + 64:
+            raise ValueError("workspace too small for this step")
+        arr = (ctypes.c_void_p * self.n)()
+        for i, p in self.fixed.items():
+            arr[i] = p
+        for i, k in zip(self.in_idx, self.in_keys):
+            t = x if k is None else state[k]
+            if not t.is_contiguous() or t.device.type != "cpu":
+                raise ValueError(f"input {'x' if k is None else k!r} must be a contiguous CPU tensor")
+            arr[i] = t.data_ptr()
+        arr[self.y_index] = need(y, self.y_shape, self.y_dtype, "y")
+        for i, k, shape, dtype in self.out_specs:
+            arr[i] = need(state[k], shape, dtype, f"state entry {k!r}")
+        arr[self.n - 1] = workspace.data_ptr()
+        return arr
+
     def __call__(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
         arr = self._thread_buffers()
-        keep = []
-        for i, kind, key in self.slots:
-            t = x if kind == "x" else state[key]  # type: ignore[index]
-            if not t.is_contiguous():
-                t = t.contiguous()
-                keep.append(t)
-            arr[i] = t.data_ptr()
-        new: State = {}
-        y = None
-        for i, key, shape, dtype in self.out_specs:
-            old = state.get(key) if donate else None
-            if old is not None and tuple(old.shape) == shape and old.dtype == dtype and old.is_contiguous():
-                t = old
-            else:
-                t = torch.empty(shape, dtype=dtype)
-            arr[i] = t.data_ptr()
-            if key == "y":
-                y = t
-            else:
-                new[key] = t
-        (self.fn_staged if donate else self.fn)(arr)
+        tls = self.tls
+        ins = [state[k] if k is not None else x for k in self.in_keys]
+        if not all(map(Tensor.is_contiguous, ins)):
+            ins = [t.contiguous() for t in ins]  # kept alive in `ins` until the call returns
+        olds = list(map(state.__getitem__, self.out_keys)) if donate else None
+        if olds is not None and not all(map(Tensor.is_contiguous, olds)):
+            olds = None  # fresh outputs (the step stays correct)
+        ptrs = list(map(Tensor.data_ptr, ins))
+        if olds is not None:
+            ptrs += map(Tensor.data_ptr, olds)
+        if ptrs != tls.ptrs:  # other tensors (or storage) than last call: check and refill; else the array holds them
+            if list(map(_NUMEL_DTYPE, ins)) != self.in_layout:
+                bad = next(k for k, t, want in zip(self.in_keys, ins, self.in_layout) if _NUMEL_DTYPE(t) != want)
+                raise ValueError(f"native step: {'the chunk' if bad is None else f'state entry {bad!r}'} does not "
+                                 "have the layout this step was compiled for (pass states of this stream only)")
+            if olds is not None and list(map(_LAYOUT, olds)) != self.out_layout:
+                olds, ptrs = None, ptrs[:len(ins)]  # an entry of another layout: fresh outputs
+            for i, p in zip(self.in_idx + self.out_idx if olds is not None else self.in_idx, ptrs):
+                arr[i] = p
+            tls.ptrs = ptrs  # (a pure call's list is shorter than a donating one's: they never match)
+        y = torch.empty(*self.y_shape) if self.y_shape and self.y_dtype is torch.get_default_dtype() else \
+            torch.empty(self.y_shape, dtype=self.y_dtype)  # the star form parses ~2x faster
+        arr[self.y_index] = y.data_ptr()
+        if olds is not None:
+            new = dict(zip(self.out_keys, olds))
+            self.fn_staged(arr)
+        else:
+            new = {}
+            for i, k, shape, dtype in self.out_specs:
+                t = new[k] = torch.empty(shape, dtype=dtype)
+                arr[i] = t.data_ptr()
+            self.fn(arr)
         for k in self.passthrough:
             new[k] = state[k]
-        assert y is not None
         return y, new
+
+
+_LAYOUT = operator.attrgetter("shape", "dtype")
+
+
+def _NUMEL_DTYPE(t: Tensor) -> tuple[int, torch.dtype]:
+    return t.numel(), t.dtype
