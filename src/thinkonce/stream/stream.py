@@ -13,7 +13,7 @@ import operator
 from itertools import chain
 from pathlib import Path
 from fractions import Fraction
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,9 @@ from ..errors import StreamInputError, ThinkonceError, UnsupportedNodeError
 from .convert import Converter, Plan
 from .program import Program
 from .backends import BACKENDS, TracedSteps, export_step, resolve_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bound import BoundStep
 from .exported import as_module
 from .check import self_check
 from .clock import Clock
@@ -659,6 +662,18 @@ class Stream:
             finally:
                 _set_grad(True)
         return self._dispatch(x, state, donate, t0)
+
+    def bind(self, state: State, chunk: int = 1, donate: bool = False) -> "BoundStep":
+        """A hot loop over ``state``: ``bound = s.bind(state, chunk=1)``, then per chunk
+        ``bound.x[...] = samples; y = bound()``. With the native backend a steady-state step is one
+        call of the compiled function on a pointer array built once per phase (no validation,
+        allocation or key computation per call); other backends and warm-up steps go through
+        :meth:`step`. Same results as :meth:`step`; ``bound.state`` stays a state of this stream.
+        ``donate=True`` adopts the given (contiguous) tensors instead of copying them. What a bound
+        call checks and skips: :class:`~thinkonce.stream.bound.BoundStep`."""
+        from .bound import BoundStep
+
+        return BoundStep(self, state, chunk=chunk, donate=donate)
 
     def _dispatch(self, x: Tensor, state: State, donate: bool = False, t0: int | None = None) -> tuple[Tensor, State]:
         """Run the validated step; ``t0``: the clock the check read (saves reading it again for the key)."""
