@@ -139,8 +139,9 @@ class NativeStep:
         arr = (ctypes.c_void_p * self.n)()
         for i, p in self.fixed.items():
             arr[i] = p
-        for i, k in zip(self.in_idx, self.in_keys):
-            t = x if k is None else state[k]
+        ins = [x if k is None else state[k] for k in self.in_keys]
+        self._check_inputs(ins)
+        for i, k, t in zip(self.in_idx, self.in_keys, ins):
             if not t.is_contiguous() or t.device.type != "cpu":
                 raise ValueError(f"input {'x' if k is None else k!r} must be a contiguous CPU tensor")
             arr[i] = t.data_ptr()

@@ -651,7 +651,8 @@ class Stream:
         The input state is left unchanged (replaying a step from it gives the same result). A rejected
         chunk raises before anything is computed. Runs without autograd. ``donate=True`` hands the input
         state over: the native backend may then write the new state into its tensors (no allocation);
-        the caller must use only the returned state afterwards. Other backends ignore it.
+        the caller must use only the returned state afterwards. Other backends ignore it. A loop that
+        owns one state and feeds chunks of one length: :meth:`bind` (no per-call checks or allocation).
         """
         self._check_chunk(x)
         t0 = self._check_state(state, x.shape[0], remember=donate)
