@@ -10,6 +10,7 @@ skipped for the very tensors it checked last (tests/test_state*.py hold the rest
 from __future__ import annotations
 
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -90,9 +91,16 @@ def test_random_stacks_bound_equals_eager_steps(case) -> None:
     chunk = eager._period if chunk == "period" else chunk
     cycle = eager.clock.modulus // __import__("math").gcd(eager.clock.modulus, chunk)
     n = eager.warmup + chunk * cycle * 4 + chunk  # every phase occurs >= 2x after the warm-up
-    bound, _ = _bound_vs_eager(eager, native, torch.randn(batch, c_in, n), chunk)
+    bound, se = _bound_vs_eager(eager, native, torch.randn(batch, c_in, n), chunk)
     built, total = bound.compiled_phases
     assert total == cycle and built >= 1
+    # save/restore round trip: a bound on the loaded state continues exactly as the eager stream
+    with tempfile.TemporaryDirectory() as d:
+        to.save_state(Path(d) / "s.safetensors", bound.state)
+        loaded = to.load_state(Path(d) / "s.safetensors", stream=native)
+    _same_state(loaded, bound.state)
+    again, _ = _bound_vs_eager(eager, native, torch.randn(batch, c_in, 2 * cycle * chunk), chunk, loaded, se)
+    assert again.compiled_phases[0] >= 1
 
 
 def _anchor():

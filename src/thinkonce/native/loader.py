@@ -83,12 +83,12 @@ class NativeStep:
                 if b.key == "y":
                     self.y_index, self.y_shape, self.y_dtype = i, tuple(v.sizes), v.dtype
                 else:
-                    outs.append((i, b.key, torch.Size(v.sizes), v.dtype))
+                    outs.append((i, b.key, tuple(v.sizes), v.dtype))
         assert self.y_index >= 0, "a step always has an output y"
         self.out_specs = outs  # new state entries, in pointer order
         self.out_idx = tuple(i for i, *_ in outs)
         self.out_keys = tuple(k for _, k, *_ in outs)
-        self.out_layout = [(shape, dtype) for *_, shape, dtype in outs]
+        self.out_layout = [(torch.Size(shape), dtype) for *_, shape, dtype in outs]
         self.passthrough = tuple(cstep.passthrough)
         # donated calls read every tensor once: the inputs (chunk and state entries read), then the
         # state entries only written; each pointer slot takes one of them
@@ -171,9 +171,7 @@ class NativeStep:
         return self._pure(arr, x, state)
 
     def _new_y(self) -> Tensor:
-        if self.y_shape and self.y_dtype is torch.get_default_dtype():
-            return torch.empty(*self.y_shape)  # the star form parses ~2x faster than shape + dtype
-        return torch.empty(self.y_shape, dtype=self.y_dtype)
+        return _empty(self.y_shape, self.y_dtype)
 
     def _check_inputs(self, ins: list[Tensor]) -> None:
         if list(map(_NUMEL_DTYPE, ins)) != self.in_layout:
@@ -206,7 +204,7 @@ class NativeStep:
         arr[self.y_index] = y.data_ptr()
         new = {}
         for i, k, shape, dtype in self.out_specs:
-            t = new[k] = torch.empty(shape, dtype=dtype)
+            t = new[k] = _empty(shape, dtype)
             arr[i] = t.data_ptr()
         self.fn(arr)
         for k in self.passthrough:
@@ -215,6 +213,11 @@ class NativeStep:
 
 
 _LAYOUT = operator.attrgetter("shape", "dtype")
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """``torch.empty``: sizes as separate arguments parse ~2x faster than a shape tuple (~2 vs ~4 us)."""
+    return torch.empty(*shape, dtype=dtype) if shape else torch.empty((), dtype=dtype)
 
 
 def _NUMEL_DTYPE(t: Tensor) -> tuple[int, torch.dtype]:

@@ -27,13 +27,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from .stream import Stream
 
 _isfinite = math.isfinite
+_C_FLOAT = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 
 
 def _all_finite(x: Tensor) -> bool:
     from .stream import _all_finite as f
 
     return f(x)
-_C_FLOAT = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 
 
 class BoundStep:
@@ -41,8 +41,8 @@ class BoundStep:
 
     What a call still guarantees:
 
-    * the result equals :meth:`Stream.step` on the same chunk and state (tested bit for bit against
-      the eager backend), and ``bound.state`` is always a valid state of the stream: the same keys,
+    * the result is that of :meth:`Stream.step` on the same chunk and state (the same compiled
+      functions; tested against the eager backend within the tests' tolerance), and ``bound.state`` is always a valid state of the stream: the same keys,
       shapes and dtypes, savable with :func:`~thinkonce.save_state` and accepted by ``Stream.step``;
     * the state cannot be swapped under it: the bound keeps its own dict (``bound.state`` returns a
       copy of the dict, holding the bound's tensors), and ``bound.x`` cannot be rebound (assigning it
@@ -58,8 +58,9 @@ class BoundStep:
     came through :meth:`Stream.check_state` when bound and never leaves the bound's hands), the
     counter check (the compiled step computes ``@n`` and ``@t`` itself from a checked state), the
     trace key (the bound cycles through the phases itself) and every allocation. Do not write into the
-    state tensors, resize them or donate them to ``Stream.step``; read, clone or save them (call
-    :meth:`check` to re-run every check of ``Stream.step`` on the current state).
+    state tensors or resize them (a donated ``Stream.step`` on them is noticed by the clock watch, a
+    value written around it is not); read, clone or save them, and call :meth:`check` to re-run every
+    check of ``Stream.step`` on the current state.
 
     Outputs: ``bound()`` returns ``bound.y``, one buffer per step phase (its shape depends on the phase:
     frames or windows this chunk completes), overwritten when that phase comes back; clone it to keep
