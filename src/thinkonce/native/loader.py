@@ -94,6 +94,7 @@ class NativeStep:
         # state entries only written; each pointer slot takes one of them
         extra = [k for k in self.out_keys if k not in self.in_state_keys]
         self.donate_keys: tuple[str | None, ...] = self.in_keys + tuple(extra)
+        self.donate_state_keys = tuple(k for k in self.donate_keys if k is not None)
         pos = {k: i for i, k in enumerate(self.donate_keys)}
         self.out_pos = [(k, pos[k]) for k in self.out_keys]
         self.donate_slots = [(i, pos[k]) for i, k in zip(self.in_idx, self.in_keys)] + \
@@ -155,7 +156,9 @@ class NativeStep:
         arr = self._thread_buffers()
         tls = self.tls
         if donate:
-            ts = [state[k] if k is not None else x for k in self.donate_keys]  # inputs, then outputs not read
+            ts = list(map(state.__getitem__, self.donate_state_keys))  # inputs, then outputs not read
+            if self.x_pos >= 0:
+                ts.insert(self.x_pos, x)
             if all(map(Tensor.is_contiguous, ts)):
                 ptrs = [True]
                 ptrs += map(Tensor.data_ptr, ts)

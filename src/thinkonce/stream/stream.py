@@ -54,7 +54,10 @@ def _all_finite(x: Tensor) -> bool:
     one scalar read settle the common case (~2 us, a third of ``isfinite().all()``); only a
     non-finite sum (which also happens when finite values overflow) pays for the exact check. Tiny
     chunks (a few samples per step) are checked value by value in Python, cheaper still."""
-    if x.numel() <= 32:  # nested lists flattened in C: no reshape (a tensor op costs ~2-3 us)
+    n = x.numel()
+    if n == 1:  # one sample (hop 1): read it
+        return math.isfinite(x.item())
+    if n <= 32:  # nested lists flattened in C: no reshape (a tensor op costs ~2-3 us)
         vals: Any = x.tolist()
         for _ in range(x.dim() - 1):
             vals = chain.from_iterable(vals)
