@@ -374,7 +374,14 @@ def native_section(r: dict) -> list[str]:
                  f"distance to FMA limit {w['distance_to_fma_limit']:.2f}x (target <= {t['distance_to_fma_limit']}): "
                  f"{'met' if w['distance_to_fma_limit'] <= t['distance_to_fma_limit'] else 'NOT met'}")
     a = r.get("anchor_hop1")
-    if a:
+    if a and "us_per_sample_bound" in a:
+        tgt = t["anchor_hop1_us_per_sample"]
+        L.append(f"- anchor trunk, hop 1 (state unchanged: the same batch-first dict): "
+                 f"{a['us_per_sample_bound']:.2f} us/sample in the bound loop (`Stream.bind`; target <= {tgt}): "
+                 f"{'met' if a['us_per_sample_bound'] <= tgt else 'NOT met'}; the compiled phase functions called "
+                 f"directly take {a['us_per_sample_native_call']:.2f} us/sample (C plus one ctypes call), "
+                 f"`Stream.step(donate=True)` with every check {a['us_per_sample_stream_step']:.1f} us/sample")
+    elif a:
         L.append(f"- anchor trunk, hop 1: {a['us_per_sample_stream_step']:.1f} us/sample through `Stream.step` "
                  f"(donate=True), {a['us_per_sample_native_call']:.1f} us calling the compiled step directly "
                  f"(target <= {t['anchor_hop1_us_per_sample']}): "

@@ -4,7 +4,9 @@ onnxruntime's recompute, and against the machine's measured FMA peak; hop 1 on t
     python bench/native.py [--rounds 7] [--out results/bench_native.json]
 
 Native calls use ``donate=True`` (state updated in place, as a deployed loop would run it); the pure
-call's cost is recorded beside it (``native_step_pure``). Everything runs on 1 thread, batch 1, in one process; contenders are interleaved round by round and
+call's cost is recorded beside it (``native_step_pure``). The anchor at hop 1 is timed three ways:
+through ``Stream.step``, through the bound loop (``Stream.bind``, ``us_per_sample_bound``) and as the
+compiled phase functions called directly (``us_per_sample_native_call``). Everything runs on 1 thread, batch 1, in one process; contenders are interleaved round by round and
 each figure is the median over rounds (timings on a shared machine are noisy: ratios measured side by
 side are what counts). Warm: the same call repeated. Cold: a 48 MiB buffer is written between calls
 (evicting the caches) and only the call is timed. The native recompute is the same generator at
@@ -157,7 +159,19 @@ def bench_net(name: str, rounds: int, flush: torch.Tensor, peak: float) -> dict:
     return out
 
 
+def _per_call(fn, reps: int) -> float:
+    """Mean seconds per call over a block of ``reps`` calls (a multi-phase step alternates cheap and
+    dear phases, so a block of whole cycles is timed, not each call)."""
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
 def bench_anchor(rounds: int, flush: torch.Tensor) -> dict:
+    """Hop 1 on the anchor trunk: ``Stream.step(donate=True)``, the bound loop (``Stream.bind``) and the
+    compiled phase functions called directly on their pointer arrays (the floor: C plus one ctypes call
+    per sample), interleaved round by round; blocks of whole phase cycles, mean per sample."""
     from streaming import AnchorNet, Trunk
 
     torch.manual_seed(0)
@@ -174,18 +188,33 @@ def bench_anchor(rounds: int, flush: torch.Tensor) -> dict:
     for _ in range(3 * s._period + 4):
         api()
     raw = [f for f in s._traced.cache.values() if hasattr(f, "cstep")]
+    bound = s.bind(box[0], chunk=1)
+    bound.x.copy_(x)
+    direct = s.bind(box[0], chunk=1)  # its phase functions and arrays, called without the bound
+    direct.x.copy_(x)
+    for _ in range(4 * s.clock.modulus + 4):
+        bound()
+        direct()
+    built, cycle = direct.compiled_phases
+    fns, arrs = direct._fns[:cycle], direct._arrs[:cycle]
+    assert built == cycle, "the anchor's phases did not all compile"
 
-    def raw_call():
-        _, box[0] = raw[0](x, box[0], True) if s._period == 1 else s.step(x, box[0], donate=True)
+    def raw_cycle():  # one whole phase cycle per call
+        for f, a in zip(fns, arrs):
+            f(a)
 
-    ts_api, ts_raw = [], []
+    reps = 200 * cycle
+    ts_api, ts_bound, ts_raw = [], [], []
     for _ in range(rounds):
-        ts_api.append(timeit(api, 200, False, flush))
-        ts_raw.append(timeit(raw_call, 200, False, flush))
+        ts_api.append(_per_call(api, reps))
+        ts_bound.append(_per_call(bound, reps))
+        ts_raw.append(_per_call(raw_cycle, 200) / cycle)
     macs = to.count_macs(s, x, box[0])
     return {"us_per_sample_stream_step": statistics.median(ts_api) * 1e6,
+            "us_per_sample_bound": statistics.median(ts_bound) * 1e6,
             "us_per_sample_native_call": statistics.median(ts_raw) * 1e6, "macs_per_sample": macs,
-            "period": s._period, "native_steps_built": len(raw)}
+            "period": s._period, "phase_cycle": cycle, "native_steps_built": len(raw),
+            "method": "mean per sample over blocks of whole phase cycles; median over rounds"}
 
 
 def main() -> None:

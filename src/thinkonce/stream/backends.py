@@ -88,7 +88,15 @@ class TracedSteps:
         self.lock = threading.Lock()
 
     def step(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
-        key = self.key(x.shape[-1], state)
+        return self.step_keyed(self.key(x.shape[-1], state), x, state, donate)
+
+    def built(self, key: Any, batch: int) -> Callable[..., tuple[Tensor, State]] | None:
+        """The step built for ``key`` (what :attr:`key` returns) at this batch size, if any (it may be the
+        eager step, where building failed)."""
+        return self.cache.get((key, batch))
+
+    def step_keyed(self, key: Any, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
+        """:meth:`step` with the key already computed (``self.key(x.shape[-1], state)``)."""
         if key is None:
             return self.eager(x, state)
         key = (key, x.shape[0])  # steady-state key fixes the layout; batch-specialised graphs fold all shapes

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
+from itertools import chain
 from pathlib import Path
 from fractions import Fraction
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -21,6 +23,9 @@ from ..errors import StreamInputError, ThinkonceError, UnsupportedNodeError
 from .convert import Converter, Plan
 from .program import Program
 from .backends import BACKENDS, TracedSteps, export_step, resolve_backend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bound import BoundStep
 from .exported import as_module
 from .check import self_check
 from .clock import Clock
@@ -49,11 +54,26 @@ def _all_finite(x: Tensor) -> bool:
     one scalar read settle the common case (~2 us, a third of ``isfinite().all()``); only a
     non-finite sum (which also happens when finite values overflow) pays for the exact check. Tiny
     chunks (a few samples per step) are checked value by value in Python, cheaper still."""
-    if x.numel() <= 32:
-        return all(map(math.isfinite, x.reshape(-1).tolist()))
+    n = x.numel()
+    if n == 1:  # one sample (hop 1): read it
+        return math.isfinite(x.item())
+    if n <= 32:  # nested lists flattened in C: no reshape (a tensor op costs ~2-3 us)
+        vals: Any = x.tolist()
+        for _ in range(x.dim() - 1):
+            vals = chain.from_iterable(vals)
+        return all(map(math.isfinite, vals)) if x.dim() else math.isfinite(vals)
     if math.isfinite(float(x.sum())):
         return True
     return bool(torch.isfinite(x).all())
+
+
+_LAYOUT = operator.attrgetter("shape", "dtype")
+_VERSION = operator.attrgetter("_version")
+
+try:  # switching autograd directly: the no_grad() context manager costs ~10x more per step
+    _grad_enabled, _set_grad = torch._C.is_grad_enabled, torch._C._set_grad_enabled
+except AttributeError:  # pragma: no cover - private API moved
+    _grad_enabled, _set_grad = torch.is_grad_enabled, torch.set_grad_enabled
 
 
 def _outside_modes() -> Any:
@@ -259,6 +279,8 @@ class Stream:
         self._keys = tuple(fields)
         self._keyset = frozenset(fields)
         self._expect: dict[int, list[tuple]] = {}
+        # (tensors, their versions, batch) of the last donated state that passed the layout check
+        self._layout_seen: tuple[tuple[Tensor, ...], list[int], int] | None = None
         got = self.init_state(1)
         for k, f in fields.items():  # the contract holds at construction (it is cheap to check here)
             assert tuple(got[k].shape[1:]) == f.shape and got[k].dtype == f.dtype, (k, got[k].shape, f)
@@ -466,36 +488,49 @@ class Stream:
         (what :meth:`step` checks, in a few microseconds)."""
         self._check_state(state, batch, clock)
 
-    def _check_state(self, state: Any, batch: int | None, clock: bool = True) -> None:
+    def _check_state(self, state: Any, batch: int | None, clock: bool = True, remember: bool = False) -> int:
+        """The checks of :meth:`check_state`; returns the clock (samples seen, row 0) it read.
+
+        ``remember``: note the state's tensors as checked (a donated step hands the same tensors back),
+        so that the next check of the very same tensors, unmodified, skips the layout comparison (see
+        :meth:`_seen_layout`); the values (fingerprint, clock, counters) are read and checked every time.
+        """
         if not isinstance(state, dict) or "@t" not in state:
             raise StreamInputError("state must be the dict returned by Stream.init_state() or a previous step")
         t = state["@t"]
-        b = t.shape[0] if isinstance(t, Tensor) and t.dim() else -1
+        b = self._seen_layout(state)  # >= 0: these very tensors passed the layout check, unmodified since
+        seen = b >= 0
+        if not seen:
+            b = t.shape[0] if isinstance(t, Tensor) and t.dim() else -1
         if batch is not None and b != batch:
             raise StreamInputError(
                 f"the chunk has batch {batch} but the state holds {b} streams; "
                 f"create the state with init_state(batch={batch})"
             )
-        exp = self._expect.get(b)
-        if exp is None:
-            exp = [(torch.Size((b, *self._state_spec[k].shape)), self._state_spec[k].dtype) for k in self._keys]
-            if len(self._expect) < 64:
-                self._expect[b] = exp
-        try:
-            ok = state.keys() == self._keyset and [(v.shape, v.dtype) for v in map(state.__getitem__, self._keys)] == exp
-        except AttributeError:
-            ok = False
-        if not ok:
-            self._explain_layout(state, b)
+        if not seen:
+            exp = self._expect.get(b)
+            if exp is None:
+                exp = [(torch.Size((b, *self._state_spec[k].shape)), self._state_spec[k].dtype) for k in self._keys]
+                if len(self._expect) < 64:
+                    self._expect[b] = exp
+            try:
+                ok = state.keys() == self._keyset and list(map(_LAYOUT, map(state.__getitem__, self._keys))) == exp
+            except AttributeError:
+                ok = False
+            if not ok:
+                self._explain_layout(state, b)
+            if remember:
+                vals = tuple(map(state.__getitem__, self._keys))
+                self._layout_seen = (vals, list(map(_VERSION, vals)), b)
         fp = state["@fp"]
         if (int(fp) != self.fingerprint) if b == 1 else bool((fp != self.fingerprint).any()):
             raise StreamInputError(
                 f"state entry '@fp' holds the fingerprint of another stream (expected {self.fingerprint:016x}: "
                 "graph, weights, window, hop or edge differ); use this stream's init_state()"
             )
-        if not clock:
-            return
         t0 = int(t) if b == 1 else int(t[0])
+        if not clock:
+            return t0
         if t0 < 0:
             raise StreamInputError(f"state entry '@t' is negative ({t0})")
         n = state.get("@n")
@@ -532,6 +567,33 @@ class Stream:
                     f"the state's rows are at different phases ({sorted(set(t.tolist()))[:4]} samples seen); rows of "
                     "one state advance in lock-step. Batch only streams at the same phase (StreamPool does this)."
                 )
+        return t0
+
+    def _seen_layout(self, state: dict) -> int:
+        """The batch of ``state`` if its entries are the very tensor objects of the last remembered
+        state that passed the layout check and none has been modified through torch since; else -1.
+
+        Why this is sound: the remembered tuple holds references, so no other object can take their
+        ids; a state with an entry added, removed or replaced fails the identity test; and every
+        torch operation that changes a tensor in place - its values (``fill_``, ``+=``) or its
+        metadata (``resize_``, ``set_``, ``as_strided_``, ``unsqueeze_``, ...) - bumps the tensor's
+        version counter, which is compared. A donated native step writes the values from C (no
+        version bump) but by construction in the same layout. What is not seen here: assigning
+        ``tensor.data`` (an autograd escape hatch that bypasses version counting) and writes through
+        other views of the memory (numpy, ctypes); neither can change a layout except ``.data``, and
+        the native step checks the layout of any tensor whose address changed (so a swapped storage
+        is still refused). Values are never taken from here: fingerprint, clock and counters are read
+        and checked on every step."""
+        seen = self._layout_seen
+        if seen is None or len(state) != len(seen[0]):
+            return -1
+        try:
+            vals = list(map(state.__getitem__, self._keys))
+        except KeyError:
+            return -1
+        if all(map(operator.is_, vals, seen[0])) and list(map(_VERSION, vals)) == seen[1]:
+            return seen[2]
+        return -1
 
     def _explain_layout(self, state: dict, b: int) -> None:
         """Raise the precise layout error (slow path of :meth:`_check_state`)."""
@@ -592,18 +654,37 @@ class Stream:
         The input state is left unchanged (replaying a step from it gives the same result). A rejected
         chunk raises before anything is computed. Runs without autograd. ``donate=True`` hands the input
         state over: the native backend may then write the new state into its tensors (no allocation);
-        the caller must use only the returned state afterwards. Other backends ignore it.
+        the caller must use only the returned state afterwards. Other backends ignore it. A loop that
+        owns one state and feeds chunks of one length: :meth:`bind` (no per-call checks or allocation).
         """
         self._check_chunk(x)
-        self._check_state(state, x.shape[0])
-        if torch.is_grad_enabled():  # entering no_grad costs a few us: only when it changes something
-            with torch.no_grad():
-                return self._dispatch(x, state, donate)
-        return self._dispatch(x, state, donate)
+        t0 = self._check_state(state, x.shape[0], remember=donate)
+        if _grad_enabled():  # autograd off for the step; a no_grad() context costs ~3 us, the switch ~0.3
+            _set_grad(False)
+            try:
+                return self._dispatch(x, state, donate, t0)
+            finally:
+                _set_grad(True)
+        return self._dispatch(x, state, donate, t0)
 
-    def _dispatch(self, x: Tensor, state: State, donate: bool = False) -> tuple[Tensor, State]:
+    def bind(self, state: State, chunk: int = 1, donate: bool = False) -> "BoundStep":
+        """A hot loop over ``state``: ``bound = s.bind(state, chunk=1)``, then per chunk
+        ``bound.x[...] = samples; y = bound()``. With the native backend a steady-state step is one
+        call of the compiled function on a pointer array built once per phase (no validation,
+        allocation or key computation per call); other backends and warm-up steps go through
+        :meth:`step`. Same results as :meth:`step`; ``bound.state`` stays a state of this stream.
+        ``donate=True`` adopts the given (contiguous) tensors instead of copying them. What a bound
+        call checks and skips: :class:`~thinkonce.stream.bound.BoundStep`."""
+        from .bound import BoundStep
+
+        return BoundStep(self, state, chunk=chunk, donate=donate)
+
+    def _dispatch(self, x: Tensor, state: State, donate: bool = False, t0: int | None = None) -> tuple[Tensor, State]:
+        """Run the validated step; ``t0``: the clock the check read (saves reading it again for the key)."""
         if self._traced is not None:
-            return self._traced.step(x, state, donate)
+            if t0 is None:
+                return self._traced.step(x, state, donate)
+            return self._traced.step_keyed(self._key_at(x.shape[-1], t0, state), x, state, donate)
         return self._step_impl(x, state)
 
     def _step_impl(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -619,7 +700,11 @@ class Stream:
     def _trace_key(self, n: int, state: State) -> tuple | None:
         """What the step's control flow depends on; None during warm-up (run eagerly). The key function
         the traced backends get (:meth:`Clock.trace_key` on the state's clock)."""
-        key = self.clock.trace_key(n, int(state["@t"][0]))
+        return self._key_at(n, int(state["@t"][0]), state)
+
+    def _key_at(self, n: int, t0: int, state: State) -> tuple | None:
+        """:meth:`_trace_key` for a state whose clock ``t0`` is already read."""
+        key = self.clock.trace_key(n, t0)
         if key is None or not self._variant_cols:
             return key
         row = state["@n"][0].tolist()
