@@ -85,7 +85,8 @@ def targets(mnist: dict | None) -> list[str]:
                  f"{best['mac_ratio']:.2f}x fewer MACs (clock / MAC ratio {sp / best['mac_ratio']:.2f}), accuracy "
                  f"{100 * best['acc_dense']:.1f} % -> {100 * best['acc_native']:.1f} %; against PyTorch's dense model "
                  f"{best['native_vs_torch_dense_cpu_batch1']:.2f}x. In C a gate is a mean and a small matrix-vector "
-                 "product, and a convolution loops over the engaged kernels' index lists, so the clock follows the MACs.")
+                 "product, and a convolution loops over the engaged kernels' index lists; the clock / MAC ratio says how close "
+                 "the clock comes to the MAC saving.")
     for _, p in _pts(mnist):
         if "acc_pruned" in p:
             beat = p["acc_deployed"] >= p["acc_pruned"]
