@@ -230,9 +230,14 @@ def _layernorm(op: Op, g: Gen) -> str:
     return g.loops(x.sizes[:lead], [out.strides[:lead], x.strides[:lead]], body) if lead else body(["0", "0"])
 
 
-@register_c_emitter("aten._softmax")
+@register_c_emitter("aten._softmax", "aten._safe_softmax")
 def _softmax(op: Op, g: Gen) -> str:
+    """Softmax along ``dim``; ``_safe_softmax`` (the decomposed attention's) gives 0 on a row that is
+    all -inf (a fully masked query) where ``_softmax`` gives NaN."""
     x, dim = op.args[0], op.args[1] % len(op.args[0].sizes)
+    if len(op.args) > 2 and op.args[2] is not None or op.kwargs.get("dtype") is not None:
+        raise NotLowerable(f"{op.name} with a dtype conversion")
+    safe = op.packet == "aten._safe_softmax"
     out = op.outs[0]
     other = [d for d in range(len(x.sizes)) if d != dim]
     n, sx, so = x.sizes[dim], x.strides[dim], out.strides[dim]
@@ -243,43 +248,11 @@ def _softmax(op: Op, g: Gen) -> str:
                 f"for (long {i} = 0; {i} < {n}; {i}++) {{ float v = {g.elem(x, f'{offs[1]} + {i}*{sx}')}; if (v > {m}) {m} = v; }}\n"
                 f"for (long {i} = 0; {i} < {n}; {i}++) {{ float e = expf({g.elem(x, f'{offs[1]} + {i}*{sx}')} - {m}); "
                 f"{g.elem(out, f'{offs[0]} + {i}*{so}')} = e; {tot} += e; }}\n"
-                f"for (long {i} = 0; {i} < {n}; {i}++) {g.elem(out, f'{offs[0]} + {i}*{so}')} /= {tot};")
+                f"for (long {i} = 0; {i} < {n}; {i}++) {g.elem(out, f'{offs[0]} + {i}*{so}')} "
+                + (f"= {m} == -INFINITY ? 0.0f : {g.elem(out, f'{offs[0]} + {i}*{so}')} / {tot};" if safe else f"/= {tot};"))
 
     return g.loops(tuple(x.sizes[d] for d in other), [tuple(out.strides[d] for d in other),
                                                       tuple(x.strides[d] for d in other)], body)
-
-
-@register_c_emitter("aten._scaled_dot_product_flash_attention_for_cpu", "aten._scaled_dot_product_attention_math")
-def _sdpa(op: Op, g: Gen) -> str:
-    """softmax(q k^T * scale [+ causal mask]) v in plain loops (a head runs once per window)."""
-    q, k, v = op.args[:3]
-    dropout = op.args[3] if len(op.args) > 3 else 0.0
-    causal = op.args[4] if len(op.args) > 4 else op.kwargs.get("is_causal", False)
-    if dropout or op.kwargs.get("attn_mask") is not None:
-        raise NotLowerable(f"{op.name} with dropout or a mask")
-    out = op.outs[0]
-    *lead, L, E = q.sizes
-    S, Ev = k.sizes[-2], v.sizes[-1]
-    scale = op.kwargs.get("scale") or 1.0 / (E ** 0.5)
-    sc = g.scratch(S)
-    i, j, e, m, tot = g.var("i"), g.var("j"), g.var("e"), g.var("m"), g.var("s")
-    nl = len(lead)
-
-    def body(offs: list[str]) -> str:
-        qo, ko, vo, oo = offs
-        qs, ks, vs, os_ = q.strides[nl:], k.strides[nl:], v.strides[nl:], out.strides[nl:]
-        lim = f"{i} + 1" if causal else str(S)
-        return (f"for (long {i} = 0; {i} < {L}; {i}++) {{\nfloat {m} = -INFINITY, {tot} = 0.0f;\n"
-                f"for (long {j} = 0; {j} < {lim}; {j}++) {{ float d = 0.0f; for (long {e} = 0; {e} < {E}; {e}++) "
-                f"d += {g.elem(q, f'{qo} + {i}*{qs[0]} + {e}*{qs[1]}')} * {g.elem(k, f'{ko} + {j}*{ks[0]} + {e}*{ks[1]}')};\n"
-                f"d *= {c_literal(scale)}; {g.name(sc)}[{j}] = d; if (d > {m}) {m} = d; }}\n"
-                f"for (long {j} = 0; {j} < {lim}; {j}++) {{ {g.name(sc)}[{j}] = expf({g.name(sc)}[{j}] - {m}); {tot} += {g.name(sc)}[{j}]; }}\n"
-                f"for (long {e} = 0; {e} < {Ev}; {e}++) {{ float acc = 0.0f; for (long {j} = 0; {j} < {lim}; {j}++) "
-                f"acc += {g.name(sc)}[{j}] * {g.elem(v, f'{vo} + {j}*{vs[0]} + {e}*{vs[1]}')};\n"
-                f"{g.elem(out, f'{oo} + {i}*{os_[0]} + {e}*{os_[1]}')} = acc / {tot}; }}\n}}")
-
-    return g.loops(tuple(lead), [tuple(q.strides[:nl]), tuple(k.strides[:nl]), tuple(v.strides[:nl]),
-                                 tuple(out.strides[:nl])], body)
 
 
 @register_c_emitter("aten.constant_pad_nd")
