@@ -200,9 +200,11 @@ VECTOR_PRELUDE = """typedef float vf __attribute__((vector_size({nb})));
 typedef float vfu __attribute__((vector_size({nb}), aligned(4)));
 typedef int vi __attribute__((vector_size({nb})));
 #define VLOAD(p) (*(const vfu*)(p))
-/* exp(x) lane-wise for x <= 0 (a softmax after subtracting the row maximum): Cephes' expf, x clamped
-   to [-87, 0], 2^n built in the exponent bits; relative error about 2e-7 (eager: libm's expf) */
-static inline vf tk_vexp_neg(vf x) {{
+/* p[0..lanes) = exp(p - m) for p <= m (a softmax row after its maximum m): Cephes' expf, the argument
+   clamped to [-87, 0], 2^n built in the exponent bits; relative error about 2e-7 (eager: libm's expf).
+   Takes a pointer, not a vector: passing vectors by value without -march changes the ABI (-Wpsabi). */
+static inline void tk_vexp_sub(float* p, float mx) {{
+  vf x = VLOAD(p) - mx;
   vf lo = (vf){{0}} - 87.0f, hi = (vf){{0}};
   vi m = x < lo;
   x = (vf)(((vi)x & ~m) | ((vi)lo & m));
@@ -216,7 +218,7 @@ static inline vf tk_vexp_neg(vf x) {{
   vf y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x
           + 1.6666665459e-1f) * x + 5.0000001201e-1f;
   y = y * z + x + 1.0f;
-  return y * (vf)((127 - n) << 23);
+  *(vfu*)p = y * (vf)((127 - n) << 23);
 }}
 """
 

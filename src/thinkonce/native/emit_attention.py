@@ -6,7 +6,7 @@ broadcast-FMA kernels over vectors of the GCC/Clang vector type, as in :mod:`.em
 and ``V`` are first packed into scratch space, zero-padded to whole vectors, so every vector load is
 in bounds whatever the shapes and strides; the scores are vectors over the key positions (one weight
 ``q[i, e]`` broadcast per step), the output vectors over the value features (one probability ``p[j]``
-broadcast per step). The softmax between them exponentiates whole vectors too (``tk_vexp_neg`` of the
+broadcast per step). The softmax between them exponentiates whole vectors too (``tk_vexp_sub`` of the
 vector prelude: Cephes' expf polynomial, within 2e-7 of libm's); lanes past the keys a row attends to
 are computed and ignored.
 Without a vector width (the portable export) it is plain C99 loops.
@@ -116,7 +116,7 @@ def _vector(g: Gen, q: View, k: View, v: View, out: View, nl: int, L: int, E: in
         soft = (f"float {m} = -INFINITY, {tot} = 0.0f;\n"
                 f"for (long {j} = 0; {j} < {lim}; {j}++) if ({SC}[{j}] > {m}) {m} = {SC}[{j}];\n"
                 f"for (long {jb} = 0; {jb} < {Sp // vw}; {jb}++) "
-                f"*(vfu*)({SC} + {jb}*{vw}) = tk_vexp_neg(VLOAD({SC} + {jb}*{vw}) - {m});\n"
+                f"tk_vexp_sub({SC} + {jb}*{vw}, {m});\n"
                 f"for (long {j} = 0; {j} < {lim}; {j}++) {tot} += {SC}[{j}];")
         outs = _acc_loop(g, Evp // vw, vw, j, lim,
                          lambda r, b: f"{SC}[{r}] * VLOAD({VP} + {r}*{Evp} + ({b})*{vw})",
