@@ -102,3 +102,33 @@ def test_bmm_equals_torch(vector, nb, M, K, N, b_transposed, seed) -> None:
     got, want, ops = _run_c(fn, x, vector)
     assert "aten.bmm" in ops
     assert_close(got, want)
+
+
+@_SETTINGS
+@given(rows=st.integers(1, 6), n=st.integers(1, 70), affine=st.booleans(), strided=st.booleans(),
+       seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("vector", _vectors())
+def test_layer_norm_equals_torch(vector, rows, n, affine, strided, seed) -> None:
+    """F.layer_norm over the last dimension (lengths below, at and past whole vectors), with or without
+    weight and bias, on contiguous rows or rows of a transposed view (the scalar loops)."""
+    torch.manual_seed(seed)
+    x = torch.randn(rows * n) * 3 + 1
+    w, b = (torch.randn(n), torch.randn(n)) if affine else (None, None)
+    fn = lambda x: F.layer_norm(x.view(n, rows).t() if strided else x.view(rows, n), (n,), w, b)
+    got, want, ops = _run_c(fn, x, vector)
+    assert "aten.native_layer_norm" in ops
+    assert_close(got, want)
+
+
+@_SETTINGS
+@given(rows=st.integers(1, 5), n=st.integers(1, 70), dim=st.sampled_from([-1, 0]), mag=st.sampled_from([1.0, 40.0]),
+       seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("vector", _vectors())
+def test_softmax_equals_torch(vector, rows, n, dim, mag, seed) -> None:
+    """torch.softmax along a contiguous dimension (the vector exp) or a strided one (scalar loops);
+    ``mag`` 40 puts exponents below the vector exp's clamp."""
+    torch.manual_seed(seed)
+    x = torch.randn(rows * n) * mag
+    got, want, ops = _run_c(lambda x: torch.softmax(x.view(rows, n), dim), x, vector)
+    assert "aten._softmax" in ops
+    assert_close(got, want)
