@@ -177,9 +177,49 @@ def _plan_workspace(tmps: list[Buf]) -> tuple[dict[int, int], int]:
     return offsets, off
 
 
+#: Every generated function is opaque to its callers' interprocedural analysis (GCC's ``noipa``).
+#: Why: GCC 12.2 (Debian 12's system compiler, the one tested here) miscompiles op functions at -O1
+#: and -O2. Induction-variable optimisation rewrites accesses at different strides off one workspace
+#: pointer (``c[i] = b[1 + 4*i] + a[i]``, all three at constant offsets of the same base) into a
+#: memory reference whose base is the constant 0; the late pure-const pass takes that for a NULL
+#: dereference, stops scanning, declares the function pure, and the caller deletes the call as dead:
+#: the op's output keeps whatever the workspace held (the U-Net export's warm-up step 2;
+#: tests/test_export_c.py::test_gcc_opaque_calls_are_kept holds the reduced reproducer). With
+#: ``noipa`` callers keep every call whatever the callee's own analysis concludes; it implies
+#: ``noinline``, which the vector kernels had anyway. Clang (no ``noipa``) gets ``noinline``.
+OPAQUE_PRELUDE = """#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define TK_OPAQUE __attribute__((noipa))
+#elif defined(__GNUC__)
+#define TK_OPAQUE __attribute__((noinline))
+#else
+#define TK_OPAQUE
+#endif
+"""
+
 VECTOR_PRELUDE = """typedef float vf __attribute__((vector_size({nb})));
 typedef float vfu __attribute__((vector_size({nb}), aligned(4)));
+typedef int vi __attribute__((vector_size({nb})));
 #define VLOAD(p) (*(const vfu*)(p))
+/* p[0..lanes) = exp(p - m) for p <= m (a softmax row after its maximum m): Cephes' expf, the argument
+   clamped to [-87, 0], 2^n built in the exponent bits; relative error about 2e-7 (eager: libm's expf).
+   Takes a pointer, not a vector: passing vectors by value without -march changes the ABI (-Wpsabi). */
+static inline void tk_vexp_sub(float* p, float mx) {{
+  vf x = VLOAD(p) - mx;
+  vf lo = (vf){{0}} - 87.0f, hi = (vf){{0}};
+  vi m = x < lo;
+  x = (vf)(((vi)x & ~m) | ((vi)lo & m));
+  m = x > hi;
+  x = (vf)((vi)x & ~m);
+  vi n = __builtin_convertvector(0.5f - x * 1.44269504088896341f, vi);  /* = -floor(x log2 e + 0.5) */
+  vf fx = -__builtin_convertvector(n, vf);
+  x = x - fx * 0.693359375f;
+  x = x - fx * -2.12194440e-4f;
+  vf z = x * x;
+  vf y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x
+          + 1.6666665459e-1f) * x + 5.0000001201e-1f;
+  y = y * z + x + 1.0f;
+  *(vfu*)p = y * (vf)((127 - n) << 23);
+}}
 """
 
 
@@ -204,12 +244,14 @@ class ConstPool:
 
 
 def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: str = "tk_step",
-             const_pool: ConstPool | None = None, prelude: bool = True) -> CStep:
+             const_pool: ConstPool | None = None, prelude: bool = True, staged: bool = True) -> CStep:
     """C for the whole step. ``embed_consts``: constants become ``static const`` arrays in the source
     (the device export); otherwise they are passed by pointer (in-process: no multi-megabyte sources,
-    and one compiled library serves any weights of the same shapes).
+    and one compiled library serves any weights of the same shapes). ``staged``: also write
+    ``<func>_staged`` (outputs may overwrite the input state: the in-process ``donate=True`` path; the
+    device export never needs it, its outputs go to the other arena).
 
-    Each op is its own small ``noinline`` function declaring only the buffers it touches: the
+    Each op is its own small non-inlined (``TK_OPAQUE``) function declaring only the buffers it touches: the
     compiler's optimiser then works on many small functions instead of one huge one (compile time
     grows much faster than linearly with function size)."""
     from .fuse import fuse
@@ -239,7 +281,7 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
             passthrough.append(k)
         else:
             outputs.append((k, v))
-    out_bufs, gather, staged, stages = [], [], [], []
+    out_bufs, gather, staging, stages = [], [], [], []
     before = set(g.used)
     g.used = set()
     for k, v in outputs:
@@ -250,14 +292,16 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
         contig = _contig_strides(v.sizes)
         gather.append(f"/* output {k} */\n" + g.loops(
             v.sizes, [contig, v.strides], lambda o, v=v, ob=ob: f"{ob.name}[{o[0]}] = {g.elem(v, o[1])};"))
+        if not staged:
+            continue
         # staged (donated state): gather everything first, then overwrite the old state buffers
         sb = g.scratch(v.numel, v.dtype)
         g.used.add(sb.id)
         stages.append(sb)
-        staged.append(g.loops(v.sizes, [contig, v.strides], lambda o, v=v, sb=sb: f"{sb.name}[{o[0]}] = {g.elem(v, o[1])};"))
+        staging.append(g.loops(v.sizes, [contig, v.strides], lambda o, v=v, sb=sb: f"{sb.name}[{o[0]}] = {g.elem(v, o[1])};"))
     for ob, sb in zip(out_bufs, stages):
         if ob.numel:
-            staged.append(f"memcpy({ob.name}, {sb.name}, {ob.numel} * sizeof({ob.ctype}));")
+            staging.append(f"memcpy({ob.name}, {sb.name}, {ob.numel} * sizeof({ob.ctype}));")
     out_used = set(g.used)
     g.used |= before
     tmps = [b for b in trace.bufs if b.kind == "tmp" and b.id in g.used]
@@ -282,13 +326,13 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
                 lines.append(f"{qual}{b.ctype}* restrict {b.name} = ({qual}{b.ctype}*)p[{index[b.id]}];")
         return "\n".join(lines)
 
-    head = ["#include <stdint.h>", "#include <string.h>", "#include <math.h>", ""] if prelude else []
+    head = ["#include <stdint.h>", "#include <string.h>", "#include <math.h>", "", OPAQUE_PRELUDE] if prelude else []
     if vector_width and prelude:
         head.append(VECTOR_PRELUDE.format(nb=4 * vector_width))
     if embed_consts and const_pool is None:
         for b in consts:
             head.append(const_array(b))
-    attr = "__attribute__((noinline)) " if vector_width else ""
+    attr = "TK_OPAQUE "  # see OPAQUE_PRELUDE: GCC 12 deletes calls of op functions it wrongly finds pure
     fns, calls = [], []
     for i, (name, code, ids) in enumerate(pieces):
         if not code.strip():
@@ -296,8 +340,9 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
         fns.append(f"/* {name} */\nstatic {attr}void {func}_op{i}(void* const* p) {{\n{decls(ids)}\n{code}\n}}")
         calls.append(f"{func}_op{i}(p);")
     src = ("\n".join(head) + "\n" + "\n\n".join(fns) + "\n"
-           + f"\nvoid {func}(void* const* p) {{\n" + "\n".join(calls) + f"\n{decls(out_used)}\n" + "\n".join(gather) + "\n}\n"
-           + f"\nvoid {func}_staged(void* const* p) {{\n" + "\n".join(calls) + f"\n{decls(out_used)}\n" + "\n".join(staged) + "\n}\n")
+           + f"\n{attr}void {func}(void* const* p) {{\n" + "\n".join(calls) + f"\n{decls(out_used)}\n" + "\n".join(gather) + "\n}\n"
+           + (f"\n{attr}void {func}_staged(void* const* p) {{\n" + "\n".join(calls) + f"\n{decls(out_used)}\n"
+              + "\n".join(staging) + "\n}\n" if staged else ""))
     return CStep(src, params, outputs, passthrough, ws_bytes, consts, func)
 
 

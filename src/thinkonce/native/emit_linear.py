@@ -303,17 +303,36 @@ def _bstrides(v: View, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 @register_c_emitter("aten.bmm")
 def _bmm(op: Op, g: Gen) -> str:
+    """``out[b] = A[b] @ B[b]``. With a vector width and B's rows contiguous: per output row, vector
+    blocks of columns accumulate ``A[b, i, k]`` (broadcast) x a row block of B; the last columns that
+    do not fill a vector are scalar. Otherwise plain loops."""
     A, Bm = op.args[:2]
     out = op.outs[0]
     nb, M, K = A.sizes
     N = Bm.sizes[2]
     b, i, j, k, acc = g.var("b"), g.var("i"), g.var("j"), g.var("k"), g.var("acc")
     sa, sbb, so = A.strides, Bm.strides, out.strides
-    return (f"for (long {b} = 0; {b} < {nb}; {b}++) for (long {i} = 0; {i} < {M}; {i}++) "
-            f"for (long {j} = 0; {j} < {N}; {j}++) {{\nfloat {acc} = 0.0f;\n"
-            f"for (long {k} = 0; {k} < {K}; {k}++) {acc} += {g.elem(A, f'{b}*{sa[0]} + {i}*{sa[1]} + {k}*{sa[2]}')} * "
-            f"{g.elem(Bm, f'{b}*{sbb[0]} + {k}*{sbb[1]} + {j}*{sbb[2]}')};\n"
-            f"{g.elem(out, f'{b}*{so[0]} + {i}*{so[1]} + {j}*{so[2]}')} = {acc};\n}}")
+    a_el = lambda kk: g.elem(A, f"{b}*{sa[0]} + {i}*{sa[1]} + {kk}*{sa[2]}")
+    scalar = lambda j0: (f"for (long {j} = {j0}; {j} < {N}; {j}++) {{\nfloat {acc} = 0.0f;\n"
+                         f"for (long {k} = 0; {k} < {K}; {k}++) {acc} += {a_el(k)} * "
+                         f"{g.elem(Bm, f'{b}*{sbb[0]} + {k}*{sbb[1]} + {j}*{sbb[2]}')};\n"
+                         f"{g.elem(out, f'{b}*{so[0]} + {i}*{so[1]} + {j}*{so[2]}')} = {acc};\n}}")
+    head = f"for (long {b} = 0; {b} < {nb}; {b}++) for (long {i} = 0; {i} < {M}; {i}++) {{\n"
+    vw = g.vw
+    nfull = N // vw if vw and sbb[2] == 1 else 0
+    if not nfull:
+        return head + scalar("0") + "\n}"
+    jb, a, t, e = g.var("jb"), g.var("a"), g.var("t"), g.var("e")
+    if so[2] == 1:
+        st = f"*(vfu*)&{g.elem(out, f'{b}*{so[0]} + {i}*{so[1]} + {jb}*{vw}')} = {a};"
+    else:
+        st = (f"float {t}[{vw}]; *(vfu*){t} = {a};\nfor (int {e} = 0; {e} < {vw}; {e}++) "
+              f"{g.elem(out, f'{b}*{so[0]} + {i}*{so[1]} + ({jb}*{vw} + {e})*{so[2]}')} = {t}[{e}];")
+    vec = (f"for (long {jb} = 0; {jb} < {nfull}; {jb}++) {{\nvf {a} = (vf){{0}};\n"
+           f"for (long {k} = 0; {k} < {K}; {k}++) {a} += {a_el(k)} * "
+           f"VLOAD(&{g.elem(Bm, f'{b}*{sbb[0]} + {k}*{sbb[1]} + {jb}*{vw}')});\n{st}\n}}")
+    tail = scalar(str(nfull * vw)) if nfull * vw < N else ""
+    return head + vec + "\n" + tail + "\n}"
 
 
 _ = F  # F.conv1d semantics are what the emitters reproduce

@@ -217,6 +217,10 @@ def _layernorm(op: Op, g: Gen) -> str:
     mean, var = g.var("mean"), g.var("var")
     cstr = tuple(int(torch.tensor(nsz[d + 1:]).prod()) if d + 1 < k else 1 for d in range(k))
 
+    vw = g.vw
+    if vw and k == 1 and n >= vw and x.strides[-1] == 1 and out.strides[-1] == 1:
+        return _layernorm_vector(g, x, out, lead, n, wb, bb, float(eps))
+
     def body(offs: list[str]) -> str:
         xs, os_ = x.strides[lead:], out.strides[lead:]
         s1 = g.loops(nsz, [xs], lambda o: f"{mean} += {g.elem(x, f'{offs[1]} + {o[0]}')};")
@@ -230,56 +234,89 @@ def _layernorm(op: Op, g: Gen) -> str:
     return g.loops(x.sizes[:lead], [out.strides[:lead], x.strides[:lead]], body) if lead else body(["0", "0"])
 
 
-@register_c_emitter("aten._softmax")
+def _hsum(g: Gen, v: str) -> str:
+    """The sum of a vector's lanes, as a C expression statement block setting ``v``'s scalar ``<v>_s``."""
+    t, i = g.var("t"), g.var("i")
+    return (f"float {v}_s = 0.0f; {{ float {t}[{g.vw}]; *(vfu*){t} = {v}; "
+            f"for (int {i} = 0; {i} < {g.vw}; {i}++) {v}_s += {t}[{i}]; }}")
+
+
+def _layernorm_vector(g: Gen, x: View, out: View, lead: int, n: int, wb, bb, eps: float) -> str:
+    """LayerNorm over a contiguous last dimension: vector partial sums for the mean and the variance
+    (two passes, as eager), vector normalise-scale-shift; the last ``n % vw`` elements scalar."""
+    vw = g.vw
+    nb, rem = n // vw, n % vw
+    W, Bn = g.name(wb), g.name(bb)
+    j, e = g.var("j"), g.var("e")
+    sm, sq, mean, inv = g.var("sm"), g.var("sq"), g.var("mean"), g.var("inv")
+
+    def body(offs: list[str]) -> str:
+        xo, oo = offs[1], offs[0]
+        xp = lambda idx: f"&{g.elem(x, f'{xo} + {idx}')}"
+        xe = lambda idx: g.elem(x, f"{xo} + {idx}")
+        oe = lambda idx: g.elem(out, f"{oo} + {idx}")
+        return "\n".join([
+            f"vf {sm} = (vf){{0}};",
+            f"for (long {j} = 0; {j} < {nb}; {j}++) {sm} += VLOAD({xp(f'{j}*{vw}')});",
+            _hsum(g, sm),
+            f"for (long {e} = {nb * vw}; {e} < {n}; {e}++) {sm}_s += {xe(e)};" if rem else "",
+            f"float {mean} = {sm}_s / {n}.0f;",
+            f"vf {sq} = (vf){{0}};",
+            f"for (long {j} = 0; {j} < {nb}; {j}++) {{ vf d = VLOAD({xp(f'{j}*{vw}')}) - {mean}; {sq} += d * d; }}",
+            _hsum(g, sq),
+            f"for (long {e} = {nb * vw}; {e} < {n}; {e}++) {{ float d = {xe(e)} - {mean}; {sq}_s += d * d; }}" if rem else "",
+            f"float {inv} = 1.0f / sqrtf({sq}_s / {n}.0f + {c_literal(eps)});",
+            f"for (long {j} = 0; {j} < {nb}; {j}++) *(vfu*)&{oe(f'{j}*{vw}')} = (VLOAD({xp(f'{j}*{vw}')}) - {mean}) * {inv}"
+            f" * VLOAD({W} + {j}*{vw}) + VLOAD({Bn} + {j}*{vw});",
+            f"for (long {e} = {nb * vw}; {e} < {n}; {e}++) {oe(e)} = ({xe(e)} - {mean}) * {inv} * {W}[{e}] + {Bn}[{e}];"
+            if rem else ""])
+
+    return g.loops(x.sizes[:lead], [out.strides[:lead], x.strides[:lead]], body) if lead else body(["0", "0"])
+
+
+@register_c_emitter("aten._softmax", "aten._safe_softmax")
 def _softmax(op: Op, g: Gen) -> str:
+    """Softmax along ``dim``; ``_safe_softmax`` (the decomposed attention's) gives 0 on a row that is
+    all -inf (a fully masked query) where ``_softmax`` gives NaN."""
     x, dim = op.args[0], op.args[1] % len(op.args[0].sizes)
+    safe = op.packet == "aten._safe_softmax"
+    third = op.args[2] if len(op.args) > 2 else op.kwargs.get("dtype" if safe else "half_to_float")
+    if (third not in (None, torch.float32)) if safe else bool(third):  # dtype / half_to_float
+        raise NotLowerable(f"{op.name} with a dtype conversion")
     out = op.outs[0]
     other = [d for d in range(len(x.sizes)) if d != dim]
     n, sx, so = x.sizes[dim], x.strides[dim], out.strides[dim]
     m, tot, i = g.var("m"), g.var("s"), g.var("i")
+
+    vw = g.vw
+    if vw and sx == 1 and so == 1 and n >= vw:
+        # contiguous rows: whole vectors exponentiated in place in the output (tk_vexp_sub)
+        nb, jb = n // vw, g.var("jb")
+
+        def vbody(offs: list[str]) -> str:
+            oe = lambda idx: g.elem(out, f"{offs[0]} + {idx}")
+            return (f"float {m} = -INFINITY, {tot} = 0.0f;\n"
+                    f"for (long {i} = 0; {i} < {n}; {i}++) {{ float v = {g.elem(x, f'{offs[1]} + {i}')}; "
+                    f"{oe(i)} = v; if (v > {m}) {m} = v; }}\n"
+                    f"for (long {jb} = 0; {jb} < {nb}; {jb}++) tk_vexp_sub(&{oe(f'{jb}*{vw}')}, {m});\n"
+                    f"for (long {i} = {nb * vw}; {i} < {n}; {i}++) {oe(i)} = expf({oe(i)} - {m});\n"
+                    f"for (long {i} = 0; {i} < {n}; {i}++) {tot} += {oe(i)};\n"
+                    f"for (long {i} = 0; {i} < {n}; {i}++) {oe(i)} "
+                    + (f"= {m} == -INFINITY ? 0.0f : {oe(i)} / {tot};" if safe else f"/= {tot};"))
+
+        return g.loops(tuple(x.sizes[d] for d in other), [tuple(out.strides[d] for d in other),
+                                                          tuple(x.strides[d] for d in other)], vbody)
 
     def body(offs: list[str]) -> str:
         return (f"float {m} = -INFINITY, {tot} = 0.0f;\n"
                 f"for (long {i} = 0; {i} < {n}; {i}++) {{ float v = {g.elem(x, f'{offs[1]} + {i}*{sx}')}; if (v > {m}) {m} = v; }}\n"
                 f"for (long {i} = 0; {i} < {n}; {i}++) {{ float e = expf({g.elem(x, f'{offs[1]} + {i}*{sx}')} - {m}); "
                 f"{g.elem(out, f'{offs[0]} + {i}*{so}')} = e; {tot} += e; }}\n"
-                f"for (long {i} = 0; {i} < {n}; {i}++) {g.elem(out, f'{offs[0]} + {i}*{so}')} /= {tot};")
+                f"for (long {i} = 0; {i} < {n}; {i}++) {g.elem(out, f'{offs[0]} + {i}*{so}')} "
+                + (f"= {m} == -INFINITY ? 0.0f : {g.elem(out, f'{offs[0]} + {i}*{so}')} / {tot};" if safe else f"/= {tot};"))
 
     return g.loops(tuple(x.sizes[d] for d in other), [tuple(out.strides[d] for d in other),
                                                       tuple(x.strides[d] for d in other)], body)
-
-
-@register_c_emitter("aten._scaled_dot_product_flash_attention_for_cpu", "aten._scaled_dot_product_attention_math")
-def _sdpa(op: Op, g: Gen) -> str:
-    """softmax(q k^T * scale [+ causal mask]) v in plain loops (a head runs once per window)."""
-    q, k, v = op.args[:3]
-    dropout = op.args[3] if len(op.args) > 3 else 0.0
-    causal = op.args[4] if len(op.args) > 4 else op.kwargs.get("is_causal", False)
-    if dropout or op.kwargs.get("attn_mask") is not None:
-        raise NotLowerable(f"{op.name} with dropout or a mask")
-    out = op.outs[0]
-    *lead, L, E = q.sizes
-    S, Ev = k.sizes[-2], v.sizes[-1]
-    scale = op.kwargs.get("scale") or 1.0 / (E ** 0.5)
-    sc = g.scratch(S)
-    i, j, e, m, tot = g.var("i"), g.var("j"), g.var("e"), g.var("m"), g.var("s")
-    nl = len(lead)
-
-    def body(offs: list[str]) -> str:
-        qo, ko, vo, oo = offs
-        qs, ks, vs, os_ = q.strides[nl:], k.strides[nl:], v.strides[nl:], out.strides[nl:]
-        lim = f"{i} + 1" if causal else str(S)
-        return (f"for (long {i} = 0; {i} < {L}; {i}++) {{\nfloat {m} = -INFINITY, {tot} = 0.0f;\n"
-                f"for (long {j} = 0; {j} < {lim}; {j}++) {{ float d = 0.0f; for (long {e} = 0; {e} < {E}; {e}++) "
-                f"d += {g.elem(q, f'{qo} + {i}*{qs[0]} + {e}*{qs[1]}')} * {g.elem(k, f'{ko} + {j}*{ks[0]} + {e}*{ks[1]}')};\n"
-                f"d *= {c_literal(scale)}; {g.name(sc)}[{j}] = d; if (d > {m}) {m} = d; }}\n"
-                f"for (long {j} = 0; {j} < {lim}; {j}++) {{ {g.name(sc)}[{j}] = expf({g.name(sc)}[{j}] - {m}); {tot} += {g.name(sc)}[{j}]; }}\n"
-                f"for (long {e} = 0; {e} < {Ev}; {e}++) {{ float acc = 0.0f; for (long {j} = 0; {j} < {lim}; {j}++) "
-                f"acc += {g.name(sc)}[{j}] * {g.elem(v, f'{vo} + {j}*{vs[0]} + {e}*{vs[1]}')};\n"
-                f"{g.elem(out, f'{oo} + {i}*{os_[0]} + {e}*{os_[1]}')} = acc / {tot}; }}\n}}")
-
-    return g.loops(tuple(lead), [tuple(q.strides[:nl]), tuple(k.strides[:nl]), tuple(v.strides[:nl]),
-                                 tuple(out.strides[:nl])], body)
 
 
 @register_c_emitter("aten.constant_pad_nd")

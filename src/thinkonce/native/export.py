@@ -3,8 +3,9 @@
 
 A stream's state changes layout while it warms up (buffers fill, the first window completes) and then
 repeats with the stride/hop phase. The export steps the eager stream from a cold state, one chunk at
-a time, until a (phase, layout) pair repeats; every distinct step becomes one generated C function
-(constants shared between them), and ``tk_step`` calls the right one from a step counter in the state.
+a time, until a (phase, layout) pair repeats; every distinct step becomes one case of ``tk_step``'s
+switch on a step counter in the state, and calls a generated C function (constants shared between
+them; steps whose code is the same share the function).
 The state is a struct of two arenas (the current and the next layout, swapped each step) and the
 workspace, so its size is known at compile time (``TK_STATE_BYTES``) and several streams can run side
 by side. Generated with vector width 0 (``portable=True``) it is plain C99 for any compiler; with
@@ -14,6 +15,7 @@ by side. Generated with vector width 0 (``portable=True``) it is plain C99 for a
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: most distinct steps (warm-up plus one phase cycle) an export generates
 MAX_STEPS = 512
+#: the step function's name while its source is compared with earlier steps' (then renamed)
+_PLACEHOLDER = "tk_step_fn_"
 
 
 def _layout(state: dict[str, torch.Tensor]) -> tuple[dict[str, tuple[int, int, torch.dtype]], int]:
@@ -93,12 +97,20 @@ def export_c(stream: "Stream", directory: str | Path, chunk: int | None = None, 
             x = torch.randn(1, channels, n, generator=gen, dtype=stream.dtype)
             sc = {k: v.contiguous().clone() for k, v in state.items()}
             trace, (y, new) = record(stream._step_impl, x.clone(), sc)
-            idx = len(steps)
-            cs = generate(trace, vw, embed_consts=True, func=f"tk_s{idx}", const_pool=pool, prelude=False)
+            cs = generate(trace, vw, embed_consts=True, func=_PLACEHOLDER, const_pool=pool, prelude=False,
+                          staged=False)
+            # warm-up steps differ in their clock and counters, but many compute the very same thing:
+            # steps with the same source share one C function (the switch case maps each step's own
+            # buffers into the pointer array, so only the code needs to be equal)
+            fidx = sources.get(cs.source)
+            emit = fidx is None
+            if emit:
+                fidx = sources[cs.source] = len(sources)
+            func = f"tk_f{fidx}"
+            cs = replace(cs, source=cs.source.replace(_PLACEHOLDER, func), func=func)
             lay_in, _ = _layout(state)
             lay_out, _ = _layout(new)
-            steps.append({"c": cs, "in": lay_in, "out": lay_out, "y": y.numel()})
-            sources[cs.source] = idx
+            steps.append({"c": cs, "in": lay_in, "out": lay_out, "y": y.numel(), "emit": emit})
             state = new
     arenas = [max(_layout(init)[1], 64)]
     for s in steps:
@@ -113,6 +125,7 @@ def export_c(stream: "Stream", directory: str | Path, chunk: int | None = None, 
     _write_main(d / "main.c", name)
     checked = _check_export(stream, d, name, n, channels, len(steps) + (len(steps) - (cycle_start or 0)) + 2) if check else False
     return {"checked": checked, "files": [f"{name}.h", f"{name}.c", "main.c"], "chunk": n, "steps": len(steps),
+            "functions": len(sources),
             "cycle_start": cycle_start, "state_bytes": 2 * arena + ws + 16, "y_max": y_max, "portable": portable}
 
 
@@ -164,18 +177,19 @@ def _init_bytes(init: dict[str, torch.Tensor], arena: int) -> list[int]:
 
 def _write_source(path: Path, name: str, steps: list[dict[str, Any]], pool: ConstPool, init: dict[str, torch.Tensor],
                   arena: int, cycle: int, vw: int) -> None:
-    from .codegen import VECTOR_PRELUDE
+    from .codegen import OPAQUE_PRELUDE, VECTOR_PRELUDE
 
-    parts = [f'#include "{name}.h"', "#include <string.h>", "#include <math.h>", ""]
+    parts = [f'#include "{name}.h"', "#include <string.h>", "#include <math.h>", "", OPAQUE_PRELUDE]
     if vw:
         parts.append(VECTOR_PRELUDE.format(nb=4 * vw))
     parts.append(pool.source())
     ib = _init_bytes(init, arena)
     last = max((i for i, v in enumerate(ib) if v), default=0) + 1
-    rows = [", ".join(str(v) for v in ib[i:i + 32]) for i in range(0, last, 32)]
+    rows = [", ".join(str(v) for v in ib[i:min(i + 32, last)]) for i in range(0, last, 32)]
     parts.append(f"static const unsigned char tk_init_state[{last}] = {{\n  " + ",\n  ".join(rows) + "\n};")
     for s in steps:
-        parts.append(s["c"].source)
+        if s["emit"]:
+            parts.append(s["c"].source)
     parts.append(f"void {name}_init({name}_state* s) {{\n  memset(s, 0, sizeof(*s));\n"
                  f"  memcpy(s->arena[0], tk_init_state, sizeof(tk_init_state));\n}}")
     cases = []
