@@ -11,7 +11,7 @@ savings show up on the clock.
 * :mod:`.loss`: the engaged-kernel cost;
 * :mod:`.deploy` / :mod:`.gathered`: the inference model that skips switched-off kernels;
 * :mod:`.recipe`: the training recipe (relaxation, schedule, compute budget);
-* :mod:`.native`: the deployed model as one compiled C call (kernels skipped inside the loops).
+* :mod:`.native_model` (:func:`native`): the deployed model as one compiled C call (kernels skipped inside the loops).
 """
 
 from .deploy import DeployedModel, deploy
@@ -20,7 +20,7 @@ from .lkam import LKAM, apply_gate
 from .loss import engaged, sparsity_loss
 from . import recipe
 from .recipe import fit
-from .native import NativeGated, native
+from .native_model import NativeGated, native
 from . import stream_ops as _stream_ops  # noqa: F401  (registers the streaming rules)
 
 __all__ = ["LKAM", "insert", "sparsity_loss", "deploy", "DeployedModel", "GateError", "gates", "gating_layers",

@@ -4,7 +4,7 @@ Why a runtime and not per-network generated code (as :mod:`thinkonce.native` doe
 steps): a gated layer's channel counts change from input to input, so its shapes are not constants;
 the kernels take the engaged channels as index lists at run time. One library (compiled once per
 toolchain and cached) serves every gated network; a network is a *program*: an array of instructions
-(integers) and an array of pointers (weights, buffers, index lists) that :mod:`.native` builds.
+(integers) and an array of pointers (weights, buffers, index lists) that :mod:`.native_model` builds.
 
 Values are one sample's activations, channels first, ``(channels, positions)``. A *compact* value
 holds only the engaged channels of a gate, densely, in the order of its index list ``idx[0..n)`` (full
@@ -21,13 +21,14 @@ channel numbers); ``slot`` says which index list (``-1``: every channel). Kernel
   ``EXPAND`` (compact back to every channel, zeros for the others), ``LINEAR``, ``ADD``.
 """
 
-RUNTIME_VERSION = 1
+RUNTIME_VERSION = 2
 
 SOURCE = r"""
 #include <math.h>
 #include <string.h>
 #include <stddef.h>
 
+__OPAQUE__
 #define VW __VW__
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -42,7 +43,7 @@ static inline int chan(const int* idx, int i) { return idx ? idx[i] : i; }
 
 /* NB output kernels x 2 vectors of the flat padded grid per tile, accumulators in registers. */
 #define CONV_BLOCK(NB)                                                                                   \
-static void block##NB(const float* pad, int plane, const float* w, const float* bias, const int* oc,  \
+static TK_OPAQUE void block##NB(const float* pad, int plane, const float* w, const float* bias, const int* oc,  \
                       int Cin, int KH, int KW, int dh, int dw, int Wpp, const int* iidx, int nin, int L, \
                       int Lr, float* grid) {                                                            \
   int KK = KH * KW;                                                                                     \
@@ -76,7 +77,7 @@ CONV_BLOCK(4)
 
 /* ints: in_slot out_slot Cin Cout H W KH KW sh sw ph pw dh dw Ho Wo Hp Wpp plane
    ptrs: in out weight bias scratch in_idx out_idx grid */
-static void conv(const int* a, void* const* p, const int* counts) {
+static TK_OPAQUE void conv(const int* a, void* const* p, const int* counts) {
   int in_slot = a[0], out_slot = a[1], Cin = a[2], Cout = a[3], H = a[4], W = a[5], KH = a[6], KW = a[7];
   int sh = a[8], sw = a[9], ph = a[10], pw = a[11], dh = a[12], dw = a[13], Ho = a[14], Wo = a[15];
   int Hp = a[16], Wpp = a[17], plane = a[18];
@@ -132,7 +133,7 @@ static void conv(const int* a, void* const* p, const int* counts) {
 
 /* ints: in_slot out_slot Cin S nsw group k_budget Cout
    ptrs: in W b thr in_idx out_idx scratch */
-static void gate(const int* a, void* const* p, int* counts) {
+static TK_OPAQUE void gate(const int* a, void* const* p, int* counts) {
   int in_slot = a[0], out_slot = a[1], Cin = a[2], S = a[3], nsw = a[4], group = a[5], k = a[6];
   const float* in = p[0]; const float* W = p[1]; const float* b = p[2]; float thr = *(const float*)p[3];
   const int* iidx = in_slot < 0 ? 0 : p[4]; int* oidx = p[5]; float* scr = p[6];
@@ -162,7 +163,7 @@ static void gate(const int* a, void* const* p, int* counts) {
 }
 
 /* ints: slot C S   ptrs: in out scale shift idx */
-static void affine(const int* a, void* const* p, const int* counts) {
+static TK_OPAQUE void affine(const int* a, void* const* p, const int* counts) {
   int slot = a[0], C = a[1], S = a[2];
   const float* in = p[0]; float* out = p[1]; const float* sc = p[2]; const float* sh = p[3];
   const int* idx = slot < 0 ? 0 : p[4];
@@ -175,7 +176,7 @@ static void affine(const int* a, void* const* p, const int* counts) {
 }
 
 /* ints: slot C S kind   ptrs: in out param */
-static void act(const int* a, void* const* p, const int* counts) {
+static TK_OPAQUE void act(const int* a, void* const* p, const int* counts) {
   int slot = a[0], C = a[1], S = a[2], kind = a[3];
   const float* in = p[0]; float* out = p[1];
   float prm = p[2] ? *(const float*)p[2] : 0.0f;
@@ -193,7 +194,7 @@ static void act(const int* a, void* const* p, const int* counts) {
 }
 
 /* ints: slot C H W KH KW sh sw ph pw Ho Wo kind(0 max, 1 avg incl. pad) dh dw */
-static void pool(const int* a, void* const* p, const int* counts) {
+static TK_OPAQUE void pool(const int* a, void* const* p, const int* counts) {
   int slot = a[0], C = a[1], H = a[2], W = a[3], KH = a[4], KW = a[5], sh = a[6], sw = a[7], ph = a[8], pw = a[9];
   int Ho = a[10], Wo = a[11], kind = a[12], dh = a[13], dw = a[14];
   const float* in = p[0]; float* out = p[1];
@@ -248,14 +249,14 @@ static void pool(const int* a, void* const* p, const int* counts) {
 }
 
 /* ints: slot C S   ptrs: in out */
-static void gap(const int* a, void* const* p, const int* counts) {
+static TK_OPAQUE void gap(const int* a, void* const* p, const int* counts) {
   int slot = a[0], C = a[1], S = a[2]; const float* in = p[0]; float* out = p[1];
   int n = nch(slot, C, counts);
   for (int c = 0; c < n; c++) { float s = 0; for (int i = 0; i < S; i++) s += in[(size_t)c * S + i]; out[c] = s / (float)S; }
 }
 
 /* ints: slot C S   ptrs: in out idx */
-static void expand(const int* a, void* const* p, const int* counts) {
+static TK_OPAQUE void expand(const int* a, void* const* p, const int* counts) {
   int slot = a[0], C = a[1], S = a[2]; const float* in = p[0]; float* out = p[1]; const int* idx = p[2];
   if (slot < 0) { memcpy(out, in, sizeof(float) * (size_t)C * S); return; }
   memset(out, 0, sizeof(float) * (size_t)C * S);
@@ -263,14 +264,14 @@ static void expand(const int* a, void* const* p, const int* counts) {
 }
 
 /* ints: nin nout   ptrs: in out W b */
-static void linear(const int* a, void* const* p) {
+static TK_OPAQUE void linear(const int* a, void* const* p) {
   int nin = a[0], nout = a[1]; const float* in = p[0]; float* out = p[1]; const float* W = p[2]; const float* b = p[3];
   for (int o = 0; o < nout; o++) { const float* r = W + (size_t)o * nin; float s = b ? b[o] : 0.0f;
     for (int i = 0; i < nin; i++) s += r[i] * in[i]; out[o] = s; }
 }
 
 /* ints: n   ptrs: a b out */
-static void add(const int* a, void* const* p) {
+static TK_OPAQUE void add(const int* a, void* const* p) {
   int n = a[0]; const float* x = p[0]; const float* y = p[1]; float* o = p[2];
   for (int i = 0; i < n; i++) o[i] = x[i] + y[i];
 }
@@ -312,5 +313,9 @@ ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3, "silu": 4, "
 
 def source(vector_width: int) -> str:
     """The runtime's C source for vectors of ``vector_width`` floats (at least 4: GCC lowers vector
-    extensions to scalar code where the CPU has none)."""
-    return SOURCE.replace("__VW__", str(max(int(vector_width), 4)))
+    extensions to scalar code where the CPU has none). Every kernel is ``TK_OPAQUE`` (GCC's ``noipa``):
+    GCC 12 can wrongly find a function pure and delete its calls (see
+    :data:`thinkonce.native.codegen.OPAQUE_PRELUDE`); a kernel runs once per layer, so the call costs nothing."""
+    from ..native.codegen import OPAQUE_PRELUDE
+
+    return SOURCE.replace("__OPAQUE__", OPAQUE_PRELUDE).replace("__VW__", str(max(int(vector_width), 4)))

@@ -127,7 +127,7 @@ class Lowerer:
     def refuse(self, n: fx.Node, why: str) -> GateError:
         return GateError(f"native gated inference cannot run {describe(self.gm, n)}: {why}. Run the deployed "
                          "PyTorch model (thinkonce.gating.deploy) instead, or register a lowering with "
-                         "thinkonce.gating.native.lowering")
+                         "thinkonce.gating.native_model.lowering")
 
     def val(self, n: fx.Node, a: Any) -> Value:
         v = self.env.get(a) if isinstance(a, fx.Node) else None
