@@ -21,7 +21,7 @@ channel numbers); ``slot`` says which index list (``-1``: every channel). Kernel
   ``EXPAND`` (compact back to every channel, zeros for the others), ``LINEAR``, ``ADD``.
 """
 
-RUNTIME_VERSION = 2
+RUNTIME_VERSION = 3
 
 SOURCE = r"""
 #include <math.h>
@@ -37,6 +37,21 @@ enum { NI = 24, NP = 8 };
 
 static inline vf vload(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline vf vsplat(float a) { vf v; for (int l = 0; l < VW; l++) v[l] = a; return v; }
+
+/* sum of n floats: four vector accumulators (a sequential float sum is bound by the adder's latency) */
+static inline float vsum(const float* q, size_t n) {
+  vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+  size_t i = 0;
+  for (; i + 4 * VW <= n; i += 4 * VW) {
+    a0 += vload(q + i); a1 += vload(q + i + VW); a2 += vload(q + i + 2 * VW); a3 += vload(q + i + 3 * VW);
+  }
+  for (; i + VW <= n; i += VW) a0 += vload(q + i);
+  vf a = (a0 + a1) + (a2 + a3);
+  float s = 0;
+  for (int l = 0; l < VW; l++) s += a[l];
+  for (; i < n; i++) s += q[i];
+  return s;
+}
 
 static inline int nch(int slot, int full, const int* counts) { return slot < 0 ? full : counts[slot]; }
 static inline int chan(const int* idx, int i) { return idx ? idx[i] : i; }
@@ -139,11 +154,7 @@ static TK_OPAQUE void gate(const int* a, void* const* p, int* counts) {
   const int* iidx = in_slot < 0 ? 0 : p[4]; int* oidx = p[5]; float* scr = p[6];
   int nin = nch(in_slot, Cin, counts);
   float* pooled = scr; float* z = scr + Cin;
-  for (int c = 0; c < nin; c++) {
-    const float* q = in + (size_t)c * S; float s = 0;
-    for (int i = 0; i < S; i++) s += q[i];
-    pooled[c] = s / (float)S;
-  }
+  for (int c = 0; c < nin; c++) pooled[c] = vsum(in + (size_t)c * S, S) / (float)S;
   for (int s = 0; s < nsw; s++) {
     const float* row = W + (size_t)s * Cin; float acc = b[s];
     for (int c = 0; c < nin; c++) acc += row[chan(iidx, c)] * pooled[c];
@@ -207,7 +218,15 @@ static TK_OPAQUE void pool(const int* a, void* const* p, const int* counts) {
       for (int yo = 0; yo < Ho; yo++) {
         float* orow = o + (size_t)yo * Wo;
         const float* r0 = q + (size_t)yo * sh * W;
-        if (kind == 0) {
+        if (kind == 0 && KH == 2 && KW == 2 && sh == 2 && sw == 2 && dh == 1 && dw == 1) {
+          const float* r1 = r0 + W;
+          for (int xo = 0; xo < Wo; xo++) {
+            float a = r0[2 * xo], b = r0[2 * xo + 1], c = r1[2 * xo], d = r1[2 * xo + 1];
+            float m = (b > a || b != b) ? b : a;
+            m = (c > m || c != c) ? c : m;
+            orow[xo] = (d > m || d != d) ? d : m;
+          }
+        } else if (kind == 0) {
           for (int xo = 0; xo < Wo; xo++) orow[xo] = r0[xo * sw];
           for (int ky = 0; ky < KH; ky++)
             for (int kx = 0; kx < KW; kx++) {
@@ -252,7 +271,7 @@ static TK_OPAQUE void pool(const int* a, void* const* p, const int* counts) {
 static TK_OPAQUE void gap(const int* a, void* const* p, const int* counts) {
   int slot = a[0], C = a[1], S = a[2]; const float* in = p[0]; float* out = p[1];
   int n = nch(slot, C, counts);
-  for (int c = 0; c < n; c++) { float s = 0; for (int i = 0; i < S; i++) s += in[(size_t)c * S + i]; out[c] = s / (float)S; }
+  for (int c = 0; c < n; c++) out[c] = vsum(in + (size_t)c * S, S) / (float)S;
 }
 
 /* ints: slot C S   ptrs: in out idx */
@@ -266,8 +285,16 @@ static TK_OPAQUE void expand(const int* a, void* const* p, const int* counts) {
 /* ints: nin nout   ptrs: in out W b */
 static TK_OPAQUE void linear(const int* a, void* const* p) {
   int nin = a[0], nout = a[1]; const float* in = p[0]; float* out = p[1]; const float* W = p[2]; const float* b = p[3];
-  for (int o = 0; o < nout; o++) { const float* r = W + (size_t)o * nin; float s = b ? b[o] : 0.0f;
-    for (int i = 0; i < nin; i++) s += r[i] * in[i]; out[o] = s; }
+  for (int o = 0; o < nout; o++) {
+    const float* r = W + (size_t)o * nin;
+    vf a = {0};
+    int i = 0;
+    for (; i + VW <= nin; i += VW) a += vload(r + i) * vload(in + i);
+    float s = b ? b[o] : 0.0f;
+    for (int l = 0; l < VW; l++) s += a[l];
+    for (; i < nin; i++) s += r[i] * in[i];
+    out[o] = s;
+  }
 }
 
 /* ints: n   ptrs: a b out */
