@@ -13,6 +13,11 @@ place, so its time follows its multiply-adds.
 :mod:`.native_kernels`. Every node must have a lowering; one that has none is refused with its name
 and type (nothing falls back silently). Batches run sample by sample, each with its own switches:
 the same numbers as the masked dense computation (tested against :func:`thinkonce.gating.deploy`).
+
+One caveat that any re-implementation shares: the C sums (channel means, logits) add in another
+order than PyTorch, so a switch whose logit lies within float rounding (~1e-6 relative) of the
+threshold can fall the other way than in PyTorch; both decisions are valid readings of the model, but
+the outputs then differ by that kernel's contribution. ``engaged`` says which kernels ran.
 """
 
 from __future__ import annotations
