@@ -63,3 +63,52 @@ def test_reset_after_precompute_equals_a_zero_history(levels, chunks, pre, at, r
             assert_close(got[r, :, k_reset:], ref_fresh[r, :, k_reset:])
         else:
             assert_close(got[r], ref[r])
+
+
+# ---------------------------------------------------------------------------- ONNX export of precompute
+def _ort_session(path: str):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess, [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
+
+
+def test_export_onnx_of_an_fp_stream_runs_precompute_then_step_like_eager(tmp_path) -> None:
+    """From a cold state over many steps, with precompute after some of them (an irregular pattern),
+    onnxruntime's step and precompute graphs give eager's outputs and states step by step. Chunks of 3
+    samples (not a multiple of the S-CC's period 2): the phases cycle, each with and without precompute."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from test_soi_props import Level
+
+    chunk = 3
+    torch.manual_seed(3)
+    model = SoiNet([Level(((2, 1),), 2, 1, True, "linear", "add")], (), 1).eval()
+    s = to.stream(model, example_input=torch.zeros(1, 1, 64), check=False)  # compared with eager below
+    info = s.export_onnx(str(tmp_path / "fp.onnx"), chunk=chunk)
+    assert info["precompute"] == str(tmp_path / "fp.precompute.onnx") and info["key_columns"]
+    step, step_in, step_out = _ort_session(str(tmp_path / "fp.onnx"))
+    pre, pre_in, pre_out = _ort_session(info["precompute"])
+    pattern = [True, False, True, True, False, False, True]
+    x = torch.randn(2, 1, chunk * 30)
+    st = s.init_state(2)
+    ost = {k: np.repeat(v, 2, 0) for k, v in load_file(info["init_state"]).items()}
+    moved = 0
+    for i, pos in enumerate(range(0, x.shape[-1], chunk)):
+        xc = x[..., pos:pos + chunk]
+        y, st = s.step(xc, st)
+        feed = {"x": xc.numpy()} if "x" in step_in else {}
+        feed.update({nm: ost[nm[6:]] for nm in step_in if nm.startswith("state.")})
+        res = dict(zip(step_out, step.run(None, feed)))
+        np.testing.assert_allclose(res["y"], y.numpy(), rtol=1e-5, atol=1e-5)
+        ost.update({k[10:]: v for k, v in res.items() if k.startswith("new_state.")})
+        if pattern[i % len(pattern)]:
+            ahead = s.precompute(st)
+            moved += ahead["@n"].tolist() != st["@n"].tolist()
+            st = ahead
+            res = dict(zip(pre_out, pre.run(None, {nm: ost[nm[6:]] for nm in pre_in})))
+            ost.update({k[10:]: v for k, v in res.items() if k.startswith("new_state.")})
+        for k, v in st.items():
+            np.testing.assert_allclose(ost[k], v.numpy(), rtol=1e-5, atol=1e-5, err_msg=k)
+    assert moved > 5  # precompute really ran the deep path ahead on many steps

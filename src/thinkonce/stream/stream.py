@@ -683,15 +683,19 @@ class Stream:
         ``safetensors.numpy`` without torch; repeat rows for more streams). Feed the outputs
         ``new_state.<key>`` back as ``state.<key>``. Returns the input/output names and the phases.
 
-        The graph holds the plain steps only: an SOI stream's :meth:`precompute` is not part of it (its
-        branches are chosen by ``state.@t`` alone, and a state after precompute has other counters at
-        the same clock), so feed it only states that it produced from its initial state.
+        A fully predictive SOI stream (a shifted S-CC) also writes its :meth:`precompute` as
+        ``<path minus .onnx>.precompute.onnx`` (inputs ``state.<key>``, outputs ``new_state.<key>``, the
+        same layout). A state after precompute has other counters at the same clock, so both graphs
+        branch on ``state.@t`` and on the counters precompute moves (``info["key_columns"]`` of
+        ``state.@n``): every state a cold stream reaches by steps of ``chunk`` samples with precompute
+        between any of them has its branch. ``info["precompute"]`` names the file.
         """
         import io
 
         import onnx
 
-        from .onnx_phases import merge_phases
+        from .backends import export_state_fn
+        from .onnx_phases import merge_phases, phase_code
         from .state import save_state
 
         clock = self.clock
@@ -700,31 +704,59 @@ class Stream:
             raise ValueError(f"chunk must be a positive number of samples, got {n!r}")
         modulus, start = clock.modulus, clock.warmup
         b = batch or 1
-        st = self.init_state(b)
         x = torch.zeros((b, *self.input_frame_shape, n), dtype=self.dtype)
-        models, phases = [], []
+        fp = False
+        if self.spec is None and self._variant_cols:
+            from ..soi.precompute import fp_entries, release
+
+            fp = bool(fp_entries(self))
+        key_cols = list(self._variant_cols) if fp else []
+
+        def key(state: State) -> tuple[int, tuple[int, ...]]:
+            row = state["@n"][0].tolist() if key_cols else []
+            return clock.phase(int(state["@t"][0])), tuple(row[j] for j in key_cols)
+
+        steps: dict[tuple, onnx.ModelProto] = {}
+        pres: dict[tuple, onnx.ModelProto] = {}
         outs: list[str] = []
+        frontier = [self.init_state(b)]  # every state reachable from cold by steps (and precomputes)
         with torch.no_grad():
-            while True:
-                t = int(st["@t"][0])
-                phase = clock.phase(t)
-                if phase in phases:
-                    break
-                buf = io.BytesIO()
-                _, outs = export_step(self._step_impl, x, st, buf, opset=opset)
-                models.append(onnx.load_from_string(buf.getvalue()))
-                phases.append(phase)
-                _, st = self._step_impl(x, st)
+            while frontier:
+                st = frontier.pop(0)
+                k = key(st)
+                if k not in steps:
+                    buf = io.BytesIO()
+                    _, outs = export_step(self._step_impl, x, st, buf, opset=opset)
+                    steps[k] = onnx.load_from_string(buf.getvalue())
+                    frontier.append(self._step_impl(x, st)[1])
+                if fp and k not in pres:
+                    buf = io.BytesIO()
+                    export_state_fn(lambda s_, self=self: release(self, s_), st, buf, opset=opset)
+                    pres[k] = onnx.load_from_string(buf.getvalue())
+                    frontier.append(release(self, st))
+        radix = max([2] + [v + 1 for _, var in list(steps) + list(pres) for v in var])
+
+        def codes(keys: Iterable[tuple]) -> list[int]:
+            return [phase_code(p, var, radix) if fp else p for p, var in keys]
+
         shapes: dict[str, Sequence[int]] = {}
         for k, f in self._state_spec.items():
             shapes[f"state.{k}"] = shapes[f"new_state.{k}"] = f.shape
-        merged = merge_phases(models, phases, modulus, start=start, shapes=shapes)
+        merged = merge_phases(list(steps.values()), codes(steps), modulus, start=start, shapes=shapes,
+                              key=key_cols, radix=radix)
         onnx.save(merged, path)
+        p = str(path)
+        stem = p[: -len(".onnx")] if p.endswith(".onnx") else p
         info: dict[str, Any] = {"inputs": [i.name for i in merged.graph.input], "outputs": outs, "chunk": n,
-                                "warmup": start, "phases": phases}
+                                "warmup": start, "phases": codes(steps)}
+        if fp:
+            pre = merge_phases(list(pres.values()), codes(pres), modulus, start=start, shapes=shapes, key=key_cols,
+                               radix=radix, name="thinkonce_precompute")
+            onnx.save(pre, stem + ".precompute.onnx")
+            info.update(precompute=stem + ".precompute.onnx", key_columns=key_cols, radix=radix,
+                        precompute_phases=codes(pres))
         if write_init_state:
-            p = str(path)
-            init_path = (p[: -len(".onnx")] if p.endswith(".onnx") else p) + ".init_state.safetensors"
+            init_path = stem + ".init_state.safetensors"
             save_state(init_path, self.init_state(1), chunk=n, onnx=Path(p).name)
             info["init_state"] = init_path
         return info
