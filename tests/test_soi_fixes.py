@@ -112,3 +112,35 @@ def test_export_onnx_of_an_fp_stream_runs_precompute_then_step_like_eager(tmp_pa
         for k, v in st.items():
             np.testing.assert_allclose(ost[k], v.numpy(), rtol=1e-5, atol=1e-5, err_msg=k)
     assert moved > 5  # precompute really ran the deep path ahead on many steps
+
+
+# ---------------------------------------------------------------------------- clock check after an S-CC
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(levels=fp_levels(), chunks=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+       pre=st.lists(st.booleans(), min_size=1, max_size=4), data=st.data())
+def test_clock_check_predicts_the_counters_downstream_of_a_shifted_scc(levels, chunks, pre, data) -> None:
+    """Every counter of a state, also those the deep path of a shifted S-CC moves, is predicted from the
+    clock (plain or precomputed zero history): states the stream made pass, one counter off is refused."""
+    from thinkonce.errors import StreamInputError
+
+    model = SoiNet(levels, (), 1).eval()
+    s = to.stream(model, example_input=torch.zeros(1, 1, 64), check=False)
+    free = sorted(s._free_cols)
+    assert free  # counters downstream of the shifted S-CC
+    state = s.init_state(2)
+    for i in range(16):
+        _, state = s.step(torch.randn(2, 1, chunks[i % len(chunks)]), state)
+        if pre[i % len(pre)]:
+            state = s.precompute(state)
+        s.check_state(state)
+    j = data.draw(st.sampled_from(free))
+    t = int(state["@t"][0])
+    admissible = {tuple(s._counters_at(t)), *s._precomputed_rows(t)}
+    bad = dict(state)
+    bad["@n"] = state["@n"].clone()
+    for d in (1, 2, 3):  # one counter off, and not by chance another admissible row
+        bad["@n"][:, j] = state["@n"][:, j] + d
+        if tuple(bad["@n"][0].tolist()) not in admissible:
+            break
+    with pytest.raises(StreamInputError, match="does not match the clock"):
+        s.step(torch.randn(2, 1, 1), bad)

@@ -89,3 +89,56 @@ def precompute(stream: "Stream", state: State) -> State:
         )
     stream._check_state(state, None)
     return release(stream, state)
+
+
+def _released(stream: "Stream", st: State) -> State:
+    """``release`` of a batch-1 layer state (no clock entry of its own)."""
+    full = dict(st)
+    full["@t"] = torch.zeros(1, dtype=torch.int64, device=stream.device)
+    return {k: v for k, v in release(stream, full).items() if k != "@t"}
+
+
+def reachable_histories(stream: "Stream") -> dict[int, dict[tuple[int, ...], State]]:
+    """For every clock phase key (:meth:`Clock.layout_phase`): the zero histories a stream can be in,
+    by their counter row (``@n``), over every schedule of steps and precomputes.
+
+    Counters depend on the chunk lengths only through where precompute ran (a chunk of ``n`` samples
+    leaves the counters of ``n`` one-sample steps), so the rows reachable at clock ``t`` are those of
+    the rows at ``t - 1`` after one sample, closed under precompute (not idempotent with nested
+    shifted S-CCs: an outer release hands the inner entry a frame it can release in turn). Computed
+    once up to the warm-up plus two periods; the second period must repeat the first (the phases of
+    a steady state), else a :class:`ThinkonceError` says the model's precompute schedule is not periodic.
+    """
+    clock = stream.clock
+    period, warm = clock.period, clock.warmup
+    if holding_joins(stream)[1]:  # precompute is refused for this model: only plain histories occur
+        return {t: {} for t in range(warm + period)}
+    x1 = torch.zeros((1, *stream.input_frame_shape, 1), dtype=stream.dtype, device=stream.device)
+
+    def close(states: dict[tuple[int, ...], State]) -> dict[tuple[int, ...], State]:
+        frontier = list(states.values())
+        while frontier:
+            r = _released(stream, frontier.pop())
+            row = tuple(r["@n"][0].tolist())
+            if row not in states:
+                states[row] = r
+                frontier.append(r)
+        return states
+
+    h0 = stream._history(0)
+    cur = close({tuple(h0["@n"][0].tolist()): h0})
+    out: dict[int, dict[tuple[int, ...], State]] = {0: cur}
+    for t in range(1, warm + 2 * period):
+        nxt: dict[tuple[int, ...], State] = {}
+        for st in cur.values():
+            _, new = stream.program.run(x1, st, "step")
+            nxt.setdefault(tuple(new["@n"][0].tolist()), new)
+        cur = close(nxt)
+        if t < warm + period:
+            out[t] = cur
+        elif set(cur) != set(out[t - period]):
+            raise ThinkonceError(
+                "the counters of this SOI stream under precompute do not repeat with the stride period after "
+                f"the warm-up ({warm} samples); the clock check cannot predict them. Please report the model."
+            )
+    return out

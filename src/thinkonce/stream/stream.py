@@ -202,7 +202,7 @@ class Stream:
         self.fingerprint = self._fingerprint()
         self._build_state_spec()
         self._history_cache: dict[int, State] = {}
-        self._precomputed_cache: dict[int, State] = {}  # the same after an SOI precompute (reset)
+        self._reachable: dict[int, dict[tuple[int, ...], State]] | None = None  # SOI precompute (see reset)
         self._counter_cache: dict[int, list[int]] = {}
         self._variant_cols, self._free_cols = self._precompute_columns()
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
@@ -396,12 +396,7 @@ class Stream:
         n = state.get("@n")
         tmpl = self._history(t0)
         if n is not None and self._free_cols and n[0].tolist() != self._counters_at(t0):
-            tmpl = self._precomputed_history(t0)
-            if tmpl["@n"][0].tolist() != n[0].tolist():  # pragma: no cover - the clock check admits no other
-                raise StreamInputError(
-                    "reset(): this state's counters match neither a zero history nor a precomputed one at "
-                    f"{t0} samples; pass states produced by this stream's step()/precompute() unchanged"
-                )
+            tmpl = self._precomputed_rows(t0).get(tuple(n[0].tolist()), tmpl)  # the clock check admitted it
         new: State = {}
         for k, v in state.items():
             tv = tmpl.get(k)
@@ -442,22 +437,16 @@ class Stream:
         cache[key] = st
         return st
 
-    def _precomputed_history(self, t: int) -> State:
-        """:meth:`_history` after an SOI :meth:`precompute` (what :meth:`reset` copies into the rows of a
-        precomputed state); cached per phase."""
-        from ..soi.precompute import release
+    def _precomputed_rows(self, t: int) -> dict[tuple[int, ...], State]:
+        """The zero histories (batch-1 layer states) a stream with SOI :meth:`precompute` can be in after
+        ``t`` samples, by counter row: what the clock check admits and :meth:`reset` copies into the rows
+        of a precomputed state (:func:`thinkonce.soi.precompute.reachable_histories`; computed once)."""
+        if self._reachable is None:
+            from ..soi.precompute import reachable_histories
 
-        key = self._phase_key(t)
-        st = self._precomputed_cache.get(key)
-        if st is None:
-            hist = dict(self._history(t))
-            hist["@t"] = torch.full((1,), t, dtype=torch.int64, device=self.device)
             with _outside_modes(), torch.no_grad():
-                st = {k: v for k, v in release(self, hist).items() if k != "@t"}
-            if len(self._precomputed_cache) > 4096:
-                self._precomputed_cache.clear()
-            self._precomputed_cache[key] = st
-        return st
+                self._reachable = reachable_histories(self)
+        return self._reachable[self._phase_key(t)]
 
     def _counters_at(self, t: int) -> list[int]:
         """The layers' phase counters (``@n`` row) after ``t`` samples; cached per phase."""
@@ -471,14 +460,14 @@ class Stream:
             self._counter_cache[key] = got
         return got
 
-    def _counters_agree(self, got: list[int], want: list[int]) -> bool:
-        """Whether a counter row fits the clock: equal to the zero history's, except, after an SOI
-        precompute, in the columns that depend on more than the clock (:attr:`_free_cols`)."""
-        if got == want:
+    def _counters_agree(self, got: list[int], t: int) -> bool:
+        """Whether a counter row fits the clock ``t``: equal to the zero history's or, once ops can run
+        ahead (:attr:`_free_cols`: an SOI shifted S-CC), to one a schedule of steps and precomputes
+        reaches (:meth:`_precomputed_rows`), so every counter is predicted, downstream of the shifted
+        S-CC too."""
+        if got == self._counters_at(t):
             return True
-        free = self._free_cols
-        return bool(free) and len(got) == len(want) and all(g == w for j, (g, w) in enumerate(zip(got, want))
-                                                             if j not in free)
+        return bool(self._free_cols) and tuple(got) in self._precomputed_rows(t)
 
     # ------------------------------------------------------------------ validation
     def check_state(self, state: Any, batch: int | None = None, clock: bool = True) -> None:
@@ -523,14 +512,18 @@ class Stream:
         n = state.get("@n")
         if n is not None:
             got = n.tolist()[0] if b == 1 else n[0].tolist()
-            want = self._counters_at(t0)
-            if not self._counters_agree(got, want) and not (self.spec is None and t0 == 0 and got == self.program.counter_init):
+            if not self._counters_agree(got, t0) and not (self.spec is None and t0 == 0 and got == self.program.counter_init):
+                want, after = self._counters_at(t0), ""
+                if self._free_cols:  # name the differences from the nearest admissible row
+                    for row in self._precomputed_rows(t0):
+                        if sum(g != w for g, w in zip(got, row)) < sum(g != w for g, w in zip(got, want)):
+                            want, after = list(row), " and SOI precomputes"
                 bad = [(c, g, w) for c, g, w in zip(self.program.counter_keys, got, want) if g != w][:3]
                 raise StreamInputError(
                     f"state entry '@n' does not match the clock '@t' = {t0} (shifted clock?): the layers' phase "
-                    f"counters after {t0} samples are expected to be "
+                    f"counters after {t0} samples{after} are expected to be "
                     + ", ".join(f"{c}={w} (got {g})" for c, g, w in bad)
-                    + ". Pass states produced by this stream's init_state()/step() unchanged."
+                    + ". Pass states produced by this stream's init_state()/step()/precompute() unchanged."
                 )
             if b > 1 and bool((n != n[0]).any()):
                 raise StreamInputError(
@@ -547,7 +540,7 @@ class Stream:
             clash = False
             if n is not None:  # every row's clock must agree with the (shared) counters
                 got = n[0].tolist()
-                clash = any(not self._counters_agree(got, self._counters_at(v)) and not (self.spec is None and v == 0 and got == self.program.counter_init)
+                clash = any(not self._counters_agree(got, v) and not (self.spec is None and v == 0 and got == self.program.counter_init)
                             for v in set(t.tolist()))
             if len(phases) > 1 or clash:
                 raise StreamInputError(
