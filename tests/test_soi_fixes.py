@@ -144,3 +144,27 @@ def test_clock_check_predicts_the_counters_downstream_of_a_shifted_scc(levels, c
             break
     with pytest.raises(StreamInputError, match="does not match the clock"):
         s.step(torch.randn(2, 1, 1), bad)
+
+
+# ---------------------------------------------------------------------------- channel inference
+@pytest.mark.parametrize("mode", ["pp", "fp"])
+def test_channels_are_inferred_on_apply_models(mode: str) -> None:
+    """An S-CC as the first layer of a ``soi.apply`` model is one node of the trace (its own forward
+    is not traced through), so the signal's channels are its in_channels and the stream needs no
+    example input."""
+    import thinkonce.soi as soi
+    from test_soi import UNet
+    from test_soi_props import stream_all
+    from thinkonce.stream.stream import _infer_channels
+
+    torch.manual_seed(7)
+    base = UNet().eval()
+    for at in (["e1"], ["e2"], ["e1", "e3"]):
+        model = soi.apply(base, at=at, mode=mode).eval()
+        assert _infer_channels(model) == 2, at
+    model = soi.apply(base, at=["e1"], mode=mode).eval()
+    s = to.stream(model, check=False)
+    assert s.input_frame_shape == (2,)
+    x = torch.randn(1, 2, 37)
+    with torch.no_grad():
+        assert_close(stream_all(s, x, [2, 3]), model(x))

@@ -79,9 +79,16 @@ def _model_dtype(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 
 def _infer_channels(model: nn.Module) -> int | None:
-    """Channels of the signal: those of the first channel-aware layer reached from the input."""
+    """Channels of the signal: those of the first channel-aware layer reached from the input.
+
+    Traced with the converter's leaf rule, so that a registered layer with its own forward (an SOI
+    S-CC as the first layer of a ``thinkonce.soi.apply`` model) is one node, not the ops inside it."""
+    from .frontend import StreamTracer
+
     try:
-        gm = torch.fx.symbolic_trace(model)
+        tracer = StreamTracer()
+        graph = tracer.trace(model)
+        gm = torch.fx.GraphModule(tracer.root, graph)
     except Exception:
         for m in model.modules():  # registration order: usually the first layer first
             for attr in ("in_channels", "num_features"):
