@@ -105,7 +105,9 @@ def reachable_histories(stream: "Stream") -> dict[int, dict[tuple[int, ...], Sta
     Counters depend on the chunk lengths only through where precompute ran (a chunk of ``n`` samples
     leaves the counters of ``n`` one-sample steps), so the rows reachable at clock ``t`` are those of
     the rows at ``t - 1`` after one sample, closed under precompute (not idempotent with nested
-    shifted S-CCs: an outer release hands the inner entry a frame it can release in turn). Computed
+    shifted S-CCs: an outer release hands the inner entry a frame it can release in turn) and under
+    empty steps (which hand on what a join held after precompute). Starts from the cold state and
+    the empty-step history at 0. Computed
     once up to the warm-up plus two periods; the second period must repeat the first (the phases of
     a steady state), else a :class:`ThinkonceError` says the model's precompute schedule is not periodic.
     """
@@ -115,18 +117,24 @@ def reachable_histories(stream: "Stream") -> dict[int, dict[tuple[int, ...], Sta
         return {t: {} for t in range(warm + period)}
     x1 = torch.zeros((1, *stream.input_frame_shape, 1), dtype=stream.dtype, device=stream.device)
 
+    x0 = x1.narrow(-1, 0, 0)
+
     def close(states: dict[tuple[int, ...], State]) -> dict[tuple[int, ...], State]:
+        """Closed under precompute and under empty steps (after precompute, an empty step hands on
+        what a join held for the next step)."""
         frontier = list(states.values())
         while frontier:
-            r = _released(stream, frontier.pop())
-            row = tuple(r["@n"][0].tolist())
-            if row not in states:
-                states[row] = r
-                frontier.append(r)
+            st = frontier.pop()
+            for r in (_released(stream, st), stream.program.run(x0, st, "step")[1]):
+                row = tuple(r["@n"][0].tolist())
+                if row not in states:
+                    states[row] = r
+                    frontier.append(r)
         return states
 
     h0 = stream._history(0)
-    cur = close({tuple(h0["@n"][0].tolist()): h0})
+    cold = stream.program.init_state(1, stream._like)  # init_state's counters (an empty step moves some)
+    cur = close({tuple(cold["@n"][0].tolist()): cold, tuple(h0["@n"][0].tolist()): h0})
     out: dict[int, dict[tuple[int, ...], State]] = {0: cur}
     for t in range(1, warm + 2 * period):
         nxt: dict[tuple[int, ...], State] = {}
