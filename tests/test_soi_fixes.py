@@ -21,7 +21,7 @@ def fp_levels(draw):
     return levels
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(levels=fp_levels(), chunks=st.lists(st.integers(1, 4), min_size=1, max_size=4),
        pre=st.lists(st.booleans(), min_size=1, max_size=5), at=st.integers(0, 8),
        rows=st.sampled_from([[1], [0, 2], [0, 1, 2]]), seed=st.integers(0, 2**16))
@@ -115,7 +115,7 @@ def test_export_onnx_of_an_fp_stream_runs_precompute_then_step_like_eager(tmp_pa
 
 
 # ---------------------------------------------------------------------------- clock check after an S-CC
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(levels=fp_levels(), chunks=st.lists(st.integers(0, 3), min_size=1, max_size=3),
        pre=st.lists(st.booleans(), min_size=1, max_size=4), data=st.data())
 def test_clock_check_predicts_the_counters_downstream_of_a_shifted_scc(levels, chunks, pre, data) -> None:

@@ -17,10 +17,11 @@ A state after ``precompute`` has the same layout as one after ``step`` (every bu
 size, the frames computed ahead fit the alignment queues: their bounds count the ``"release"`` frame
 arithmetic of :mod:`thinkonce.stream.layout`), but other counters: the entries' held-frame counters
 (``nheld``, their :attr:`~thinkonce.stream.layers.StreamOp.layout_keys`) are 0 although frames have
-arrived, and the deep path's fills have moved on. The clock check of ``step`` accepts both counter
-sets for a clock value, traced backends add the held-frame counters to their key (a graph per phase
-and per precomputed-or-not), ``Stream.reset`` restores zero history of the same kind, and a
-``StreamPool`` batches rows only with equal counters.
+arrived, and the deep path's fills have moved on. The clock check of ``step`` accepts exactly the
+counter rows some schedule of steps and precomputes reaches at a clock value
+(:func:`reachable_histories`), traced backends and ``export_onnx`` add the counters precompute moves
+to their key (a graph per phase and per precomputed-or-not), ``Stream.reset`` restores the zero
+history with the state's counters, and a ``StreamPool`` batches rows only with equal counters.
 """
 
 from __future__ import annotations

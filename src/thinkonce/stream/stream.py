@@ -224,8 +224,8 @@ class Stream:
         :attr:`~thinkonce.stream.layers.StreamOp.layout_keys` (an entry's held-frame count, the fills of
         the joins where frames computed ahead wait); with the clock they fix every other counter (each
         op's counters follow from the frames it has received), so traced steps are keyed on them.
-        ``free`` - every counter of an op downstream of such an op (they move with precompute), which the
-        clock check cannot predict from ``@t`` alone."""
+        ``free`` - every counter of an op downstream of such an op (they move with precompute): the clock
+        check predicts them from the zero histories precompute schedules reach (:meth:`_precomputed_rows`)."""
         if self.spec is not None:
             return [], frozenset()
         cols = {c: j for j, c in enumerate(self.program.counter_keys)}
