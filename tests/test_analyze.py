@@ -270,21 +270,28 @@ def test_reference_networks() -> None:
     assert ppg.expected_deviation == 1.0
 
 
-def test_upsampling_is_not_analysed() -> None:
+def test_upsampling_reach_is_exact_but_analyze_refuses_fractional_rates() -> None:
+    """Transposed convs and nearest upsampling spread each tainted frame over the frames it reaches
+    (analytic reach = the frames a real context changes); analyze's rows count whole samples per
+    frame, so a trunk upsampled above the input rate is refused with the way out."""
     class Up(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, up: nn.Module) -> None:
             super().__init__()
             self.conv = nn.Conv1d(1, 2, 3, padding=1)
-            self.up = nn.ConvTranspose1d(2, 2, 4, stride=2, padding=1)
+            self.up = up
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.up(self.conv(x))
+            return self.up(torch.tanh(self.conv(x)))
 
-    plan = plan_of(Up(), 32, c_in=1)
-    with pytest.raises(NotImplementedError, match="upsampling"):
-        zero_padding_reach(plan)
-    with pytest.raises(NotImplementedError, match="ConvTranspose1d"):
-        to.analyze(Up(), 32)
+    ups = [nn.ConvTranspose1d(2, 2, k, stride=s, padding=p, output_padding=o)
+           for k, s, p, o in ((4, 2, 1, 0), (3, 2, 0, 1), (1, 3, 0, 2), (5, 3, 2, 0))]
+    for up in ups + [nn.Upsample(scale_factor=3)]:
+        plan = plan_of(Up(up), 32, c_in=1)
+        empirical = {r["node"]: (r["left_cover"], r["right_cover"])
+                     for r in empirical_padding_reach(plan, trials=8, every_value=True)}
+        assert by_node(zero_padding_reach(plan, every_value=True)) == empirical, up
+    with pytest.raises(NotImplementedError, match="ConvTranspose1d.*zero_padding_reach"):
+        to.analyze(Up(ups[0]), 32)
 
 
 # ------------------------------------------------------------------------------------------ bound

@@ -277,7 +277,8 @@ def analyze(
 
     Raises:
         ValueError: a non-positive window, an example input of another length, f_max without fs.
-        NotImplementedError: the trunk upsamples (ConvTranspose1d, Upsample).
+        NotImplementedError: the trunk upsamples above the input rate (ConvTranspose1d, Upsample
+            on the input's frames; an SOI fill back to the rate of its S-CC's input is analysed).
         UnsupportedNodeError: the model cannot be streamed at all.
     """
     if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
@@ -305,8 +306,13 @@ def analyze(
         bound = None
         if sliding and op.kind in _POOL_KINDS and fs is not None and f_max is not None:
             bound = pooling_error_bound(op.stride, fs / float(vin.rate), f_max, amplitude)
-        if v.rate.denominator != 1:  # pragma: no cover - upsampling raises in _propagate
-            raise NotImplementedError(f"fractional rate {v.rate} at node '{p.node.name}'")
+        if v.rate.denominator != 1:
+            raise NotImplementedError(
+                f"node '{p.node.name}' ({typ}) upsamples the trunk above the input rate ({v.rate} samples per "
+                "frame); analyze reports whole samples per frame, so upsampling layers (ConvTranspose1d, "
+                "Upsample) are analysed only where the rate is back to whole samples (an SOI fill after its "
+                "S-CC). thinkonce.stream.bounds.zero_padding_reach(plan) gives the reach of such a trunk."
+            )
         layers.append(LayerInfo(
             node=p.node.name, module=module, type=typ,
             op=(op.kind if not isinstance(op, ChainOp) else "+".join(o.kind for o in op.ops)),

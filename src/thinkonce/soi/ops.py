@@ -194,6 +194,9 @@ class HoldingAlign(AlignQueues):
 
     name: str = ""
     kind: str = "soi_align"
+    #: inputs whose values reach the output (``like`` only lends its length): the zero-padding reach
+    #: of :func:`thinkonce.stream.bounds.zero_padding_reach` follows these
+    value_args: tuple[int, ...] = (0,)
     #: in ``"release"`` frame counts, frames computed ahead wait here (see thinkonce.stream.layout)
     holds_on_release: bool = True
 
@@ -253,9 +256,17 @@ class InterpolateOp(StreamOp):
         return TimeFacts(stride=Fraction(1, 2), span=self.ahead + 2, rf_frames=self.ahead + 2)
 
     def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        """Slot ``2j`` is ``y[j]``; slot ``2j + 1`` reads ``y[j + o]`` for the offsets ``o`` of its
+        non-zero weights, clamped at the ends: a clamped frame stands where a longer signal has a real
+        one, so it counts as padding. The tainted edges are the shortest prefix and suffix holding every
+        slot that reads a tainted or clamped frame (the even slots among them may be exact)."""
+        weights, _ = INTERPOLATION_WEIGHTS[self.mode]
+        offsets = [i - 1 for i, w in enumerate(weights) if w]
+        lo, hi = min(offsets), max(offsets)
         n_out = 2 * n
-        return (n_out, min(n_out, 2 * left + (1 if left else 0)),
-                min(n_out, 2 * right + 2 * self.ahead if right else 0))
+        out_left = max(2 * left - 1 if left else 0, 2 * (left - lo) if left - lo > 0 else 0)
+        out_right = max(2 * right, 2 * (right + hi) - 1 if right + hi > 0 else 0)
+        return n_out, min(n_out, out_left), min(n_out, out_right)
 
     def state_spec(self, in_shapes, dtype):
         return {"q": Field((*self.frame, self.ahead + 1), dtype, len(self.frame), "nq"), "nq": counter(0)}

@@ -17,10 +17,11 @@ A state after ``precompute`` has the same layout as one after ``step`` (every bu
 size, the frames computed ahead fit the alignment queues: their bounds count the ``"release"`` frame
 arithmetic of :mod:`thinkonce.stream.layout`), but other counters: the entries' held-frame counters
 (``nheld``, their :attr:`~thinkonce.stream.layers.StreamOp.layout_keys`) are 0 although frames have
-arrived, and the deep path's fills have moved on. The clock check of ``step`` accepts both counter
-sets for a clock value, traced backends add the held-frame counters to their key (a graph per phase
-and per precomputed-or-not), ``Stream.reset`` restores zero history of the same kind, and a
-``StreamPool`` batches rows only with equal counters.
+arrived, and the deep path's fills have moved on. The clock check of ``step`` accepts exactly the
+counter rows some schedule of steps and precomputes reaches at a clock value
+(:func:`reachable_histories`), traced backends and ``export_onnx`` add the counters precompute moves
+to their key (a graph per phase and per precomputed-or-not), ``Stream.reset`` restores the zero
+history with the state's counters, and a ``StreamPool`` batches rows only with equal counters.
 """
 
 from __future__ import annotations
@@ -89,3 +90,64 @@ def precompute(stream: "Stream", state: State) -> State:
         )
     stream._check_state(state, None)
     return release(stream, state)
+
+
+def _released(stream: "Stream", st: State) -> State:
+    """``release`` of a batch-1 layer state (no clock entry of its own)."""
+    full = dict(st)
+    full["@t"] = torch.zeros(1, dtype=torch.int64, device=stream.device)
+    return {k: v for k, v in release(stream, full).items() if k != "@t"}
+
+
+def reachable_histories(stream: "Stream") -> dict[int, dict[tuple[int, ...], State]]:
+    """For every clock phase key (:meth:`Clock.layout_phase`): the zero histories a stream can be in,
+    by their counter row (``@n``), over every schedule of steps and precomputes.
+
+    Counters depend on the chunk lengths only through where precompute ran (a chunk of ``n`` samples
+    leaves the counters of ``n`` one-sample steps), so the rows reachable at clock ``t`` are those of
+    the rows at ``t - 1`` after one sample, closed under precompute (not idempotent with nested
+    shifted S-CCs: an outer release hands the inner entry a frame it can release in turn) and under
+    empty steps (which hand on what a join held after precompute). Starts from the cold state and
+    the empty-step history at 0. Computed
+    once up to the warm-up plus two periods; the second period must repeat the first (the phases of
+    a steady state), else a :class:`ThinkonceError` says the model's precompute schedule is not periodic.
+    """
+    clock = stream.clock
+    period, warm = clock.period, clock.warmup
+    if holding_joins(stream)[1]:  # precompute is refused for this model: only plain histories occur
+        return {t: {} for t in range(warm + period)}
+    x1 = torch.zeros((1, *stream.input_frame_shape, 1), dtype=stream.dtype, device=stream.device)
+
+    x0 = x1.narrow(-1, 0, 0)
+
+    def close(states: dict[tuple[int, ...], State]) -> dict[tuple[int, ...], State]:
+        """Closed under precompute and under empty steps (after precompute, an empty step hands on
+        what a join held for the next step)."""
+        frontier = list(states.values())
+        while frontier:
+            st = frontier.pop()
+            for r in (_released(stream, st), stream.program.run(x0, st, "step")[1]):
+                row = tuple(r["@n"][0].tolist())
+                if row not in states:
+                    states[row] = r
+                    frontier.append(r)
+        return states
+
+    h0 = stream._history(0)
+    cold = stream.program.init_state(1, stream._like)  # init_state's counters (an empty step moves some)
+    cur = close({tuple(cold["@n"][0].tolist()): cold, tuple(h0["@n"][0].tolist()): h0})
+    out: dict[int, dict[tuple[int, ...], State]] = {0: cur}
+    for t in range(1, warm + 2 * period):
+        nxt: dict[tuple[int, ...], State] = {}
+        for st in cur.values():
+            _, new = stream.program.run(x1, st, "step")
+            nxt.setdefault(tuple(new["@n"][0].tolist()), new)
+        cur = close(nxt)
+        if t < warm + period:
+            out[t] = cur
+        elif set(cur) != set(out[t - period]):
+            raise ThinkonceError(
+                "the counters of this SOI stream under precompute do not repeat with the stride period after "
+                f"the warm-up ({warm} samples); the clock check cannot predict them. Please report the model."
+            )
+    return out

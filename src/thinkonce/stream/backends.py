@@ -195,6 +195,34 @@ def export_step(step: StepFn, chunk: Tensor, state: State, f: Any, opset: int = 
     return in_names, out_names
 
 
+class _StateModule(nn.Module):
+    """``forward(*state_tensors) -> new_state_tensors``: a pure function of the state alone."""
+
+    def __init__(self, fn: Callable[[State], State], keys_in: list[str], keys_out: list[str]) -> None:
+        super().__init__()
+        self.fn, self.keys_in, self.keys_out = fn, keys_in, keys_out
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        new = self.fn(dict(zip(self.keys_in, tensors)))
+        return tuple(new[k] for k in self.keys_out)
+
+
+def export_state_fn(fn: Callable[[State], State], state: State, f: Any, opset: int = 17) -> list[str]:
+    """Export a pure function of the state (an SOI stream's precompute) to ONNX: inputs ``state.<key>``,
+    outputs ``new_state.<key>``, the batch axis symbolic. Returns the output names."""
+    keys_in = sorted(state)
+    keys_out = sorted(fn(state))
+    mod = _StateModule(fn, keys_in, keys_out).eval()
+    in_names = [f"state.{k}" for k in keys_in]
+    out_names = [f"new_state.{k}" for k in keys_out]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mod, tuple(state[k] for k in keys_in), f, input_names=in_names, output_names=out_names,
+                          dynamic_axes={n: {0: "batch"} for n in in_names + out_names}, opset_version=opset,
+                          dynamo=False)
+    return out_names
+
+
 def _onnx_runner(mod: nn.Module, args: tuple, keys_in: list[str], keys_out: list[str], passthrough: list[str]):
     import numpy as np
     import onnxruntime as ort

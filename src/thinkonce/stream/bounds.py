@@ -156,9 +156,8 @@ def _apply(v: _Val, op: StreamOp, p: NodePlan) -> _Val:
         n, left, right = op.taint(v.length, v.left, v.right)
     except NotImplementedError as e:
         raise NotImplementedError(
-            f"zero-padding reach through node '{p.node.name}' ({type(op).__name__}): {e}; upsampling layers "
-            "(ConvTranspose1d, Upsample) spread one frame over several and are not analysed (the "
-            "StreamiNNC reference networks have none)"
+            f"zero-padding reach through node '{p.node.name}' ({type(op).__name__}): {e}; give the op a "
+            "taint() rule (thinkonce.stream.layers.StreamOp.taint)"
         ) from e
     rf, rate = v.rf, v.rate
     for sub in (op.ops if isinstance(op, ChainOp) else (op,)):
@@ -193,9 +192,15 @@ def _propagate(plan: Plan, length: int, check_shapes: bool = False) -> dict[fx.N
         if p.kind == "framewise":
             vals[n] = vals[p.temporal_args[0]]
         elif p.kind == "align":
+            # branches are aligned frame by frame from their first frame and combined as far as all
+            # reach (AlignQueues: the shortest length; a crop to a partner's length, such as an SOI
+            # fill's crop_like, drops the longer branch's last frames and the taint they carried)
             ins = [vals[a] for a in p.temporal_args]
-            m = max(v.length for v in ins)
-            vals[n] = _Val(m, min(m, max(v.left for v in ins)), min(m, max(v.right for v in ins)),
+            m = min(v.length for v in ins)
+            which = getattr(p.op, "value_args", None)  # inputs whose values reach the output (all: None)
+            used = ins if which is None else [ins[i] for i in which]
+            vals[n] = _Val(m, min(m, max(v.left for v in used)),
+                           min(m, max(max(v.right - (v.length - m), 0) for v in used)),
                            max(v.rf for v in ins), ins[0].rate)
         elif p.kind == "temporal":
             assert p.op is not None
@@ -250,8 +255,12 @@ def zero_padding_reach(plan: Plan, every_value: bool = False) -> list[dict[str, 
     and ``receptive_field`` (exact, in samples). Lengths come from ``plan.example_shapes``' input
     length and are checked against every recorded shape.
 
+    Upsampling (ConvTranspose1d, Upsample, the SOI fills) spreads each tainted frame over the output
+    frames it reaches; an alignment (branches combined frame by frame) keeps the shortest branch's
+    length, and an SOI fill's crop the reach of the filled values only.
+
     Raises:
-        NotImplementedError: the trunk upsamples (ConvTranspose1d, Upsample).
+        NotImplementedError: an op declares no rule (:meth:`StreamOp.taint`).
     """
     length = int(plan.input_shape[-1])
     vals = _propagate(plan, length, check_shapes=True)
@@ -314,7 +323,10 @@ def empirical_padding_reach(plan: Plan, trials: int = 16, seed: int = 0, every_v
 
     Returns dicts like :func:`zero_padding_reach` (``node``, ``frames``, ``left``, ``right``, ``share``)
     plus ``stray``: differing frames outside the leading/trailing runs (0 unless the analysis'
-    prefix/suffix picture is wrong).
+    prefix/suffix picture is wrong), and ``left_cover``/``right_cover``: the shortest prefix (suffix)
+    holding every frame the left (right) extension changes - what the analysis counts where a layer
+    leaves unchanged frames among changed ones (an SOI fill's exact even slots between interpolated
+    odd ones); equal to ``left``/``right`` when ``stray`` is 0.
     """
     from .window import stride_period
 
@@ -364,6 +376,9 @@ def empirical_padding_reach(plan: Plan, trials: int = 16, seed: int = 0, every_v
         covered[:left] = True
         covered[n - right:] = True
         stray = int(((lmask | rmask) & ~covered).sum())
+        lidx, ridx = torch.nonzero(lmask), torch.nonzero(rmask)
         out.append({"node": name, "frames": n, "left": left, "right": right,
-                    "share": min(n, left + right) / n if n else 0.0, "stray": stray})
+                    "share": min(n, left + right) / n if n else 0.0, "stray": stray,
+                    "left_cover": int(lidx[-1]) + 1 if lidx.numel() else 0,
+                    "right_cover": n - int(ridx[0]) if ridx.numel() else 0})
     return out

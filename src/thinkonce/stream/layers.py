@@ -290,6 +290,18 @@ class TransposedConvOp(StreamOp):
         reach = math.ceil(self.span / self.stride)  # input frames the widest output frame sums
         return TimeFacts(Fraction(1, self.stride), reach, 0, 0, reach)
 
+    def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        """Input frame ``i`` adds into output frames ``[i*s, i*s + span)``; ``output_padding`` frames
+        follow. The frames before the signal (zeros here, real signal in a longer run) reach the first
+        ``span - s`` outputs, those after it the last ``span - s + output_padding``."""
+        if n == 0:
+            return 0, 0, 0
+        s, span = self.stride, self.span
+        n_out = (n - 1) * s + span + self.output_padding
+        out_left = max(span - s, (left - 1) * s + span if left else 0)
+        out_right = n_out - (n - right) * s  # outputs reached by input frames >= n - right
+        return n_out, min(n_out, max(out_left, 0)), min(n_out, max(out_right, 0))
+
     def state_spec(self, in_shapes, dtype):
         return {"carry": Field((self.out_channels, max(self.span - self.stride, 0)), dtype),
                 "started": counter(0)}
@@ -448,6 +460,11 @@ class UpsampleOp(StreamOp):
 
     def owes_at_end(self) -> bool:
         return False
+
+    def taint(self, n: int, left: int, right: int) -> tuple[int, int, int]:
+        """Each output frame is a copy of one input frame: the tainted edges are repeated too."""
+        f = self.factor
+        return n * f, left * f, right * f
 
     def frames_out(self, m: Tensor, mode: str = "step") -> Tensor:
         return m * self.factor

@@ -21,15 +21,29 @@ import onnx
 from onnx import TensorProto, helper
 
 
+def phase_code(phase: int, variant: Sequence[int], radix: int) -> int:
+    """The branch code :func:`merge_phases` computes for a clock phase and the values of its ``key``
+    counters: ``phase * radix**k + sum(v_j * radix**j)``."""
+    code = phase * radix ** len(variant)
+    for j, v in enumerate(variant):
+        code += int(v) * radix**j
+    return code
+
+
 def merge_phases(models: Sequence[onnx.ModelProto], phases: Sequence[int], modulus: int,
                  clock: str = "state.@t", start: int = 0,
-                 shapes: dict[str, Sequence[int]] | None = None) -> onnx.ModelProto:
+                 shapes: dict[str, Sequence[int]] | None = None, key: Sequence[int] = (),
+                 counters: str = "state.@n", radix: int = 2, name: str = "thinkonce_step") -> onnx.ModelProto:
     """Join per-phase step graphs (same input and output names) into one graph switching on ``clock``.
 
     Branch ``k`` runs when the phase of ``clock[0]`` (``t`` below ``start``, else ``start + (t - start) %
     modulus``) equals ``phases[k]``. A phase not listed (a state from elsewhere than the export's
     documented start) falls to a neighbouring branch: feed states this graph produced. ``shapes`` gives
     concrete dims (after the batch) of inputs/outputs whose shape is the same in every branch.
+
+    ``key``: columns of ``counters`` (row 0) whose values the control flow depends on besides the
+    clock (an SOI stream's counters that move with ``precompute``); then ``phases`` are
+    :func:`phase_code` s of (clock phase, those values), every value below ``radix``.
     """
     if len(models) != len(phases) or not models:
         raise ValueError("one model per phase")
@@ -72,6 +86,7 @@ def merge_phases(models: Sequence[onnx.ModelProto], phases: Sequence[int], modul
             helper.make_node("If", [f"phase.cond{j}"], names, then_branch=then_g, else_branch=else_g),
         ]
 
+    value = "phase.clock" if key else "phase.value"
     if start:
         head = [
             helper.make_node("Gather", [clock, "phase.zero"], ["phase.t"], axis=0),
@@ -79,17 +94,36 @@ def merge_phases(models: Sequence[onnx.ModelProto], phases: Sequence[int], modul
             helper.make_node("Mod", ["phase.d", "phase.modulus"], ["phase.m"]),
             helper.make_node("Add", ["phase.m", "phase.start"], ["phase.steady"]),
             helper.make_node("Less", ["phase.t", "phase.start"], ["phase.warm"]),
-            helper.make_node("Where", ["phase.warm", "phase.t", "phase.steady"], ["phase.value"]),
+            helper.make_node("Where", ["phase.warm", "phase.t", "phase.steady"], [value]),
         ]
     else:
         head = [
             helper.make_node("Gather", [clock, "phase.zero"], ["phase.t"], axis=0),
-            helper.make_node("Mod", ["phase.t", "phase.modulus"], ["phase.value"]),
+            helper.make_node("Mod", ["phase.t", "phase.modulus"], [value]),
+        ]
+    if key:  # value = clock phase * radix**k + sum_j counters[0, key[j]] * radix**j
+        consts += [
+            helper.make_tensor("phase.cols", TensorProto.INT64, [len(key)], [int(c) for c in key]),
+            helper.make_tensor("phase.weights", TensorProto.INT64, [len(key)], [radix**j for j in range(len(key))]),
+            helper.make_tensor("phase.scale", TensorProto.INT64, [], [radix ** len(key)]),
+        ]
+        head += [
+            helper.make_node("Gather", [counters, "phase.zero"], ["phase.row"], axis=0),
+            helper.make_node("Gather", ["phase.row", "phase.cols"], ["phase.kv"], axis=0),
+            helper.make_node("Mul", ["phase.kv", "phase.weights"], ["phase.kw"]),
+            helper.make_node("ReduceSum", ["phase.kw"], ["phase.kcode"], keepdims=0),
+            helper.make_node("Mul", ["phase.clock", "phase.scale"], ["phase.cs"]),
+            helper.make_node("Add", ["phase.cs", "phase.kcode"], ["phase.value"]),
         ]
     nodes = head + tree(0, len(phases), out_names)
     shapes = shapes or {}
     inputs = [_dynamic(i, shapes.get(i.name)) for i in _union_inputs(models)]
-    graph = helper.make_graph(nodes, "thinkonce_step", inputs, [_dynamic(o, shapes.get(o.name)) for o in base.output],
+    for needed in ([clock, counters] if key else [clock]):  # read by the switch even where no branch reads it
+        if needed not in {i.name for i in inputs}:
+            dims = shapes.get(needed)
+            inputs.append(helper.make_tensor_value_info(needed, TensorProto.INT64,
+                                                        ["batch", *[int(d) for d in dims]] if dims is not None else None))
+    graph = helper.make_graph(nodes, name, inputs, [_dynamic(o, shapes.get(o.name)) for o in base.output],
                               initializer=consts + list(shared.values()))
     model = helper.make_model(graph, opset_imports=list(models[0].opset_import), producer_name="thinkonce")
     model.ir_version = models[0].ir_version

@@ -99,9 +99,16 @@ def _model_dtype(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 
 def _infer_channels(model: nn.Module) -> int | None:
-    """Channels of the signal: those of the first channel-aware layer reached from the input."""
+    """Channels of the signal: those of the first channel-aware layer reached from the input.
+
+    Traced with the converter's leaf rule, so that a registered layer with its own forward (an SOI
+    S-CC as the first layer of a ``thinkonce.soi.apply`` model) is one node, not the ops inside it."""
+    from .frontend import StreamTracer
+
     try:
-        gm = torch.fx.symbolic_trace(model)
+        tracer = StreamTracer()
+        graph = tracer.trace(model)
+        gm = torch.fx.GraphModule(tracer.root, graph)
     except Exception:
         for m in model.modules():  # registration order: usually the first layer first
             for attr in ("in_channels", "num_features"):
@@ -222,6 +229,7 @@ class Stream:
         self.fingerprint = self._fingerprint()
         self._build_state_spec()
         self._history_cache: dict[int, State] = {}
+        self._reachable: dict[int, dict[tuple[int, ...], State]] | None = None  # SOI precompute (see reset)
         self._counter_cache: dict[int, list[int]] = {}
         self._variant_cols, self._free_cols = self._precompute_columns()
         self._misaligned = self.spec is not None and hop % self.spec.period != 0
@@ -236,8 +244,8 @@ class Stream:
         :attr:`~thinkonce.stream.layers.StreamOp.layout_keys` (an entry's held-frame count, the fills of
         the joins where frames computed ahead wait); with the clock they fix every other counter (each
         op's counters follow from the frames it has received), so traced steps are keyed on them.
-        ``free`` - every counter of an op downstream of such an op (they move with precompute), which the
-        clock check cannot predict from ``@t`` alone."""
+        ``free`` - every counter of an op downstream of such an op (they move with precompute): the clock
+        check predicts them from the zero histories precompute schedules reach (:meth:`_precomputed_rows`)."""
         if self.spec is not None:
             return [], frozenset()
         cols = {c: j for j, c in enumerate(self.program.counter_keys)}
@@ -402,6 +410,9 @@ class Stream:
 
         Rows of a batch advance in lock-step (one chunk for all), so a reset row keeps the shared clock;
         its next outputs see zeros where its history was. Other rows are untouched. Returns a new state.
+        A state after an SOI :meth:`precompute` resets to a zero history that was precomputed too (the
+        shared counters say the deep path ran ahead; the reset rows' deep frames waiting for their slot
+        are those of the zero history).
         """
         self._check_state(state, None)
         b = state_batch(state)
@@ -412,13 +423,9 @@ class Stream:
             raise StreamInputError(f"rows {idx.tolist()} out of range for a state of {b} streams")
         t0 = int(state["@t"][0])
         n = state.get("@n")
-        if n is not None and self._free_cols and n[0].tolist() != self._counters_at(t0):
-            raise StreamInputError(
-                "reset(): this state's counters are those after an SOI precompute (the deep path ran ahead), "
-                "which a zero history does not reproduce; reset before precompute, or step until the held "
-                "frames are consumed (precompute in idle time after the reset instead)"
-            )
         tmpl = self._history(t0)
+        if n is not None and self._free_cols and n[0].tolist() != self._counters_at(t0):
+            tmpl = self._precomputed_rows(t0).get(tuple(n[0].tolist()), tmpl)  # the clock check admitted it
         new: State = {}
         for k, v in state.items():
             tv = tmpl.get(k)
@@ -459,6 +466,17 @@ class Stream:
         cache[key] = st
         return st
 
+    def _precomputed_rows(self, t: int) -> dict[tuple[int, ...], State]:
+        """The zero histories (batch-1 layer states) a stream with SOI :meth:`precompute` can be in after
+        ``t`` samples, by counter row: what the clock check admits and :meth:`reset` copies into the rows
+        of a precomputed state (:func:`thinkonce.soi.precompute.reachable_histories`; computed once)."""
+        if self._reachable is None:
+            from ..soi.precompute import reachable_histories
+
+            with _outside_modes(), torch.no_grad():
+                self._reachable = reachable_histories(self)
+        return self._reachable[self._phase_key(t)]
+
     def _counters_at(self, t: int) -> list[int]:
         """The layers' phase counters (``@n`` row) after ``t`` samples; cached per phase."""
         key = self._phase_key(t)
@@ -471,14 +489,14 @@ class Stream:
             self._counter_cache[key] = got
         return got
 
-    def _counters_agree(self, got: list[int], want: list[int]) -> bool:
-        """Whether a counter row fits the clock: equal to the zero history's, except, after an SOI
-        precompute, in the columns that depend on more than the clock (:attr:`_free_cols`)."""
-        if got == want:
+    def _counters_agree(self, got: list[int], t: int) -> bool:
+        """Whether a counter row fits the clock ``t``: equal to the zero history's or, once ops can run
+        ahead (:attr:`_free_cols`: an SOI shifted S-CC), to one a schedule of steps and precomputes
+        reaches (:meth:`_precomputed_rows`), so every counter is predicted, downstream of the shifted
+        S-CC too."""
+        if got == self._counters_at(t):
             return True
-        free = self._free_cols
-        return bool(free) and len(got) == len(want) and all(g == w for j, (g, w) in enumerate(zip(got, want))
-                                                             if j not in free)
+        return bool(self._free_cols) and tuple(got) in self._precomputed_rows(t)
 
     # ------------------------------------------------------------------ validation
     def check_state(self, state: Any, batch: int | None = None, clock: bool = True) -> None:
@@ -536,14 +554,18 @@ class Stream:
         n = state.get("@n")
         if n is not None:
             got = n.tolist()[0] if b == 1 else n[0].tolist()
-            want = self._counters_at(t0)
-            if not self._counters_agree(got, want) and not (self.spec is None and t0 == 0 and got == self.program.counter_init):
+            if not self._counters_agree(got, t0) and not (self.spec is None and t0 == 0 and got == self.program.counter_init):
+                want, after = self._counters_at(t0), ""
+                if self._free_cols:  # name the differences from the nearest admissible row
+                    for row in self._precomputed_rows(t0):
+                        if sum(g != w for g, w in zip(got, row)) < sum(g != w for g, w in zip(got, want)):
+                            want, after = list(row), " and SOI precomputes"
                 bad = [(c, g, w) for c, g, w in zip(self.program.counter_keys, got, want) if g != w][:3]
                 raise StreamInputError(
                     f"state entry '@n' does not match the clock '@t' = {t0} (shifted clock?): the layers' phase "
-                    f"counters after {t0} samples are expected to be "
+                    f"counters after {t0} samples{after} are expected to be "
                     + ", ".join(f"{c}={w} (got {g})" for c, g, w in bad)
-                    + ". Pass states produced by this stream's init_state()/step() unchanged."
+                    + ". Pass states produced by this stream's init_state()/step()/precompute() unchanged."
                 )
             if b > 1 and bool((n != n[0]).any()):
                 raise StreamInputError(
@@ -560,7 +582,7 @@ class Stream:
             clash = False
             if n is not None:  # every row's clock must agree with the (shared) counters
                 got = n[0].tolist()
-                clash = any(not self._counters_agree(got, self._counters_at(v)) and not (self.spec is None and v == 0 and got == self.program.counter_init)
+                clash = any(not self._counters_agree(got, v) and not (self.spec is None and v == 0 and got == self.program.counter_init)
                             for v in set(t.tolist()))
             if len(phases) > 1 or clash:
                 raise StreamInputError(
@@ -746,15 +768,19 @@ class Stream:
         ``safetensors.numpy`` without torch; repeat rows for more streams). Feed the outputs
         ``new_state.<key>`` back as ``state.<key>``. Returns the input/output names and the phases.
 
-        The graph holds the plain steps only: an SOI stream's :meth:`precompute` is not part of it (its
-        branches are chosen by ``state.@t`` alone, and a state after precompute has other counters at
-        the same clock), so feed it only states that it produced from its initial state.
+        A fully predictive SOI stream (a shifted S-CC) also writes its :meth:`precompute` as
+        ``<path minus .onnx>.precompute.onnx`` (inputs ``state.<key>``, outputs ``new_state.<key>``, the
+        same layout). A state after precompute has other counters at the same clock, so both graphs
+        branch on ``state.@t`` and on the counters precompute moves (``info["key_columns"]`` of
+        ``state.@n``): every state a cold stream reaches by steps of ``chunk`` samples with precompute
+        between any of them has its branch. ``info["precompute"]`` names the file.
         """
         import io
 
         import onnx
 
-        from .onnx_phases import merge_phases
+        from .backends import export_state_fn
+        from .onnx_phases import merge_phases, phase_code
         from .state import save_state
 
         clock = self.clock
@@ -763,31 +789,59 @@ class Stream:
             raise ValueError(f"chunk must be a positive number of samples, got {n!r}")
         modulus, start = clock.modulus, clock.warmup
         b = batch or 1
-        st = self.init_state(b)
         x = torch.zeros((b, *self.input_frame_shape, n), dtype=self.dtype)
-        models, phases = [], []
+        fp = False
+        if self.spec is None and self._variant_cols:
+            from ..soi.precompute import fp_entries, release
+
+            fp = bool(fp_entries(self))
+        key_cols = list(self._variant_cols) if fp else []
+
+        def key(state: State) -> tuple[int, tuple[int, ...]]:
+            row = state["@n"][0].tolist() if key_cols else []
+            return clock.phase(int(state["@t"][0])), tuple(row[j] for j in key_cols)
+
+        steps: dict[tuple, onnx.ModelProto] = {}
+        pres: dict[tuple, onnx.ModelProto] = {}
         outs: list[str] = []
+        frontier = [self.init_state(b)]  # every state reachable from cold by steps (and precomputes)
         with torch.no_grad():
-            while True:
-                t = int(st["@t"][0])
-                phase = clock.phase(t)
-                if phase in phases:
-                    break
-                buf = io.BytesIO()
-                _, outs = export_step(self._step_impl, x, st, buf, opset=opset)
-                models.append(onnx.load_from_string(buf.getvalue()))
-                phases.append(phase)
-                _, st = self._step_impl(x, st)
+            while frontier:
+                st = frontier.pop(0)
+                k = key(st)
+                if k not in steps:
+                    buf = io.BytesIO()
+                    _, outs = export_step(self._step_impl, x, st, buf, opset=opset)
+                    steps[k] = onnx.load_from_string(buf.getvalue())
+                    frontier.append(self._step_impl(x, st)[1])
+                if fp and k not in pres:
+                    buf = io.BytesIO()
+                    export_state_fn(lambda s_, self=self: release(self, s_), st, buf, opset=opset)
+                    pres[k] = onnx.load_from_string(buf.getvalue())
+                    frontier.append(release(self, st))
+        radix = max([2] + [v + 1 for _, var in list(steps) + list(pres) for v in var])
+
+        def codes(keys: Iterable[tuple]) -> list[int]:
+            return [phase_code(p, var, radix) if fp else p for p, var in keys]
+
         shapes: dict[str, Sequence[int]] = {}
         for k, f in self._state_spec.items():
             shapes[f"state.{k}"] = shapes[f"new_state.{k}"] = f.shape
-        merged = merge_phases(models, phases, modulus, start=start, shapes=shapes)
+        merged = merge_phases(list(steps.values()), codes(steps), modulus, start=start, shapes=shapes,
+                              key=key_cols, radix=radix)
         onnx.save(merged, path)
+        p = str(path)
+        stem = p[: -len(".onnx")] if p.endswith(".onnx") else p
         info: dict[str, Any] = {"inputs": [i.name for i in merged.graph.input], "outputs": outs, "chunk": n,
-                                "warmup": start, "phases": phases}
+                                "warmup": start, "phases": codes(steps)}
+        if fp:
+            pre = merge_phases(list(pres.values()), codes(pres), modulus, start=start, shapes=shapes, key=key_cols,
+                               radix=radix, name="thinkonce_precompute")
+            onnx.save(pre, stem + ".precompute.onnx")
+            info.update(precompute=stem + ".precompute.onnx", key_columns=key_cols, radix=radix,
+                        precompute_phases=codes(pres))
         if write_init_state:
-            p = str(path)
-            init_path = (p[: -len(".onnx")] if p.endswith(".onnx") else p) + ".init_state.safetensors"
+            init_path = stem + ".init_state.safetensors"
             save_state(init_path, self.init_state(1), chunk=n, onnx=Path(p).name)
             info["init_state"] = init_path
         return info
