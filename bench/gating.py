@@ -82,6 +82,24 @@ class _Timed(fx.Interpreter):
         return out
 
 
+def warm(models: dict, x: torch.Tensor, calls: int, rounds: int) -> dict[str, float]:
+    """Thread CPU us per call with each model called ``calls`` times back to back (its weights and
+    buffers stay in cache, as on a device running one model), rounds alternating between models;
+    median over rounds. The interleaved figures rotate models call by call instead (caches shared)."""
+    ts: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode():
+        for r in range(rounds):
+            for k in (list(models) if r % 2 == 0 else list(models)[::-1]):
+                f = models[k]
+                for _ in range(3):
+                    f(x)
+                c0 = time.thread_time()
+                for _ in range(calls):
+                    f(x)
+                ts[k].append((time.thread_time() - c0) / calls * 1e6)
+    return {k: sorted(v)[len(v) // 2] for k, v in ts.items()}
+
+
 def breakdown(gm: fx.GraphModule, x: torch.Tensor, reps: int) -> dict[str, float]:
     """Median-free per-category CPU time per call (us), node by node (the interpreter adds its own cost)."""
     t = _Timed(gm)
@@ -117,8 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
         dep = gating.deploy(g)
         macs = count_macs(dep, x[:1])
         c: dict[str, float] = {}
+        native_gated = gating.native(dep, x[:1])
         t = interleaved({"dense": dense, "masked": g, "deployed": dep, "native_dense": native_dense,
-                         "native_gated": gating.native(dep, x[:1])}, [x[i:i + 1] for i in range(n1)], reps, cpu=c)
+                         "native_gated": native_gated}, [x[i:i + 1] for i in range(n1)], reps, cpu=c)
+        w = warm({"dense": dense, "deployed": dep, "native_dense": native_dense, "native_gated": native_gated},
+                 x[:1], 20 if a.quick else 100, 3 if a.quick else 7)
         out["batch1"][str(share)] = {"kept_share": share, "mac_ratio": macs_dense / macs, "macs": macs,
                                      "us": {k: v * 1e6 for k, v in t.items()}, "cpu_us": {k: v * 1e6 for k, v in c.items()},
                                      "speedup": t["dense"] / t["deployed"], "cpu_speedup": c["dense"] / c["deployed"],
@@ -126,7 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
                                      "native_speedup": t["native_dense"] / t["native_gated"],
                                      "native_vs_torch_dense": t["dense"] / t["native_gated"],
                                      "native_gflops_gated": 2 * macs / t["native_gated"] / 1e9,
-                                     "native_gflops_dense": 2 * macs_dense / t["native_dense"] / 1e9}
+                                     "native_gflops_dense": 2 * macs_dense / t["native_dense"] / 1e9,
+                                     "warm_cpu_us": w, "warm_native_speedup": w["native_dense"] / w["native_gated"],
+                                     "warm_native_gflops_dense": 2 * macs_dense / w["native_dense"] / 1e3}
     # clock vs MAC ratio as the network grows (kept share 0.5, same pattern): per-operator overhead
     # weighs less when every convolution has more work
     out["width_scaling"] = {}

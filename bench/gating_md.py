@@ -29,14 +29,20 @@ def section(root: Path) -> list[str]:
         L += ["", "### Batch 1, native (`thinkonce.gating.native`: one compiled C call, switched-off kernels skipped in the loops)", "",
               "Like for like: `native dense` is the same runtime on the plain model. GFLOP/s = 2 x MACs / time"
               + (f"; this machine's measured single-thread FMA peak: {peak:.0f} GFLOP/s." if peak else "."), "",
+              "Interleaved: models rotate call by call (they share the caches); warm: each model called back to back "
+              "(its weights and buffers stay in cache, as on a device running one model).", "",
               "| kept share | MAC ratio | CPU us native dense / native gated | native speed-up (wall) | clock / MAC ratio | "
-              "vs PyTorch dense (CPU) | GFLOP/s dense / gated (wall-clock) |", "|---:|---:|---|---:|---:|---:|---|"]
+              "vs PyTorch dense (CPU) | GFLOP/s dense / gated (wall-clock) | warm: native dense / gated us, speed-up | "
+              "warm: PyTorch dense / deployed us |", "|---:|---:|---|---:|---:|---:|---|---|---|"]
         for k, v in r["batch1"].items():
             c = v["cpu_us"]
             sp = c["native_dense"] / c["native_gated"]
             L.append(f"| {k} | {v['mac_ratio']:.2f}x | {c['native_dense']:.0f} / {c['native_gated']:.0f} | {sp:.2f}x "
                      f"({v['native_speedup']:.2f}x) | {sp / v['mac_ratio']:.2f} | {c['dense'] / c['native_gated']:.2f}x | "
-                     f"{v['native_gflops_dense']:.1f} / {v['native_gflops_gated']:.1f} |")
+                     f"{v['native_gflops_dense']:.1f} / {v['native_gflops_gated']:.1f} | "
+                     + (f"{v['warm_cpu_us']['native_dense']:.0f} / {v['warm_cpu_us']['native_gated']:.0f}, "
+                        f"{v['warm_native_speedup']:.2f}x | {v['warm_cpu_us']['dense']:.0f} / {v['warm_cpu_us']['deployed']:.0f} |"
+                        if "warm_cpu_us" in v else "n/a | n/a |"))
     L += ["", "### Batch 1 as the network widens (kept share 0.5)", "",
           "| widths | MACs dense | MAC ratio | CPU us dense / deployed | speed-up CPU | native speed-up CPU | deployed, per part (us, node by node) | dense, per part |",
           "|---|---:|---:|---|---:|---:|---|---|"]
