@@ -281,7 +281,7 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
             passthrough.append(k)
         else:
             outputs.append((k, v))
-    out_bufs, gather, staging, stages = [], [], [], []
+    out_bufs, gather, staging, stages, direct, staged_bufs = [], [], [], [], [], []
     before = set(g.used)
     g.used = set()
     for k, v in outputs:
@@ -294,12 +294,19 @@ def generate(trace: Trace, vector_width: int, embed_consts: bool = False, func: 
             v.sizes, [contig, v.strides], lambda o, v=v, ob=ob: f"{ob.name}[{o[0]}] = {g.elem(v, o[1])};"))
         if not staged:
             continue
-        # staged (donated state): gather everything first, then overwrite the old state buffers
+        # staged (donated state): gather everything that reads the step's inputs first, then overwrite
+        # the old state buffers. An output computed into the workspace (a tmp) cannot alias any input,
+        # so it is gathered straight into its buffer after those (no staging copy, no memcpy).
+        if v.buf.kind == "tmp":
+            direct.append(gather[-1])
+            continue
         sb = g.scratch(v.numel, v.dtype)
         g.used.add(sb.id)
         stages.append(sb)
+        staged_bufs.append(ob)
         staging.append(g.loops(v.sizes, [contig, v.strides], lambda o, v=v, sb=sb: f"{sb.name}[{o[0]}] = {g.elem(v, o[1])};"))
-    for ob, sb in zip(out_bufs, stages):
+    staging.extend(direct)
+    for ob, sb in zip(staged_bufs, stages):
         if ob.numel:
             staging.append(f"memcpy({ob.name}, {sb.name}, {ob.numel} * sizeof({ob.ctype}));")
     out_used = set(g.used)

@@ -2,7 +2,8 @@
 ReLU applied in the convolution's (or matrix product's) store.
 
 Both remove a full pass over the layer's output per step (write, then read again); on the reference
-networks every conv is followed by BatchNorm and ReLU. A rewrite applies only where the intermediate
+networks every conv is followed by BatchNorm and ReLU. A third rewrite drops copies (``clone``) whose
+readers can read the copied view directly (:func:`drop_clones`): every emitter addresses strided views. A rewrite applies only where the intermediate
 buffer has no other reader and the following op writes its result in the same element order, so the
 following op's buffer can simply be replaced by the producer's.
 """
@@ -68,8 +69,136 @@ def _fusable_relu_producer(prod: Op) -> bool:
     return False
 
 
+def compose(v: View, src: View) -> View | None:
+    """``v`` (a view of a contiguous buffer holding a copy of ``src``) as a view of ``src``'s buffer,
+    or None when one of ``v``'s dimensions straddles ``src``'s (no single stride expresses it)."""
+    S = src.sizes
+    cs, acc = [0] * len(S), 1
+    for j in reversed(range(len(S))):
+        cs[j] = acc
+        acc *= S[j]
+    if v.numel == 0 or acc == 0:
+        return None
+    coord, rem = [], v.offset
+    for j in range(len(S)):
+        coord.append(rem // cs[j])
+        rem %= cs[j]
+    used: set[int] = set()
+    strides = []
+    for n, st in zip(v.sizes, v.strides):
+        if n == 1 or st == 0:
+            strides.append(0)
+            continue
+        js = [j for j in range(len(S)) if cs[j] == st and S[j] > 1 and j not in used]
+        if not js or coord[js[0]] + n > S[js[0]]:
+            return None
+        used.add(js[0])
+        strides.append(src.strides[js[0]])
+    off = src.offset + sum(c * s for c, s in zip(coord, src.strides))
+    return View(src.buf, off, v.sizes, tuple(strides))
+
+
+def drop_clones(trace: Trace, ops: list[Op]) -> list[Op]:
+    """Clones (into a contiguous workspace buffer) removed where safe: nothing writes the source buffer
+    or the copy after the clone, and every view of the copy is expressible over the source (the
+    readers, outputs included, then read the source directly: one full copy less per step)."""
+    out = list(ops)
+    i = 0
+    while i < len(out):
+        op = out[i]
+        res = op.outs[0] if op.outs else None
+        src = op.args[0] if op.args else None
+        if (op.packet != "aten.clone" or op.inplace or not isinstance(src, View) or res is None
+                or res.buf.kind != "tmp" or not res.covers(res.buf) or tuple(res.sizes) != tuple(src.sizes)
+                or src.buf is res.buf or src.dtype != res.dtype):
+            i += 1
+            continue
+        later = out[i + 1:]
+        if any(o is not None and o.buf in (src.buf, res.buf) for lo in later for o in lo.outs):
+            i += 1
+            continue
+        ok = True
+
+        def sub(a):
+            nonlocal ok
+            if isinstance(a, View) and a.buf is res.buf:
+                c = compose(a, src)
+                if c is None:
+                    ok = False
+                    return a
+                return c
+            return a
+
+        new_args = [(tree_map(sub, lo.args), tree_map(sub, lo.kwargs)) for lo in later]
+        new_y = sub(trace.y)
+        new_state = {k: sub(v) for k, v in trace.new_state.items()}
+        if not ok:
+            i += 1
+            continue
+        for lo, (a, kw) in zip(later, new_args):
+            lo.args, lo.kwargs = a, kw
+        trace.y, trace.new_state = new_y, new_state
+        del out[i]
+    return out
+
+
+def _views(op: Op) -> list[View]:
+    flat, _ = tree_flatten((op.args, op.kwargs))
+    return [a for a in flat if isinstance(a, View)] + [o for o in op.outs if o is not None]
+
+
+def cats_in_place(trace: Trace, ops: list[Op]) -> list[Op]:
+    """Operands of a ``cat`` computed straight into their slice of its output (concat elimination).
+
+    An operand qualifies when it is a whole workspace buffer of the cat's dtype, nothing writes it
+    after the cat, nothing but the cat writes the cat's output, and every view of the operand (its
+    producers' outputs, other readers, the step's outputs) is expressible over the slice. Its views
+    are then redirected into the slice; the cat skips that operand (source and destination coincide).
+    Ring buffers (``cat(old[hop:], new)``) and window ends (``cat(ring, edge)``) lose a full copy each.
+    """
+    for ci, cat in enumerate(ops):
+        if cat.packet != "aten.cat" or cat.inplace or not cat.outs or cat.outs[0] is None:
+            continue
+        O = cat.outs[0]
+        dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0) % len(O.sizes)
+        if O.buf.kind != "tmp" or not O.covers(O.buf):
+            continue
+        if any(o is not None and o.buf is O.buf for j, op in enumerate(ops) if j != ci for o in op.outs):
+            continue
+        pos = 0
+        for t in cat.args[0]:
+            if t.numel == 0 and len(t.sizes) == 1:
+                continue
+            n = t.sizes[dim]
+            sizes = list(O.sizes)
+            sizes[dim] = n
+            D = View(O.buf, O.offset + pos * O.strides[dim], tuple(sizes), O.strides)
+            pos += n
+            if (t.buf.kind != "tmp" or t.buf is O.buf or not t.covers(t.buf) or tuple(t.sizes) != D.sizes
+                    or t.dtype != O.dtype or sum(a.buf is t.buf for a in cat.args[0]) != 1):
+                continue
+            if any(o is not None and o.buf is t.buf for op in ops[ci + 1:] for o in op.outs):
+                continue
+            seen = [v for op in ops for v in _views(op) if v.buf is t.buf]
+            seen += [v for v in [trace.y, *trace.new_state.values()] if v.buf is t.buf]
+            if any(compose(v, D) is None for v in seen):
+                continue
+            old = t.buf
+            sub = lambda a, D=D, old=old: compose(a, D) if isinstance(a, View) and a.buf is old else a
+            for op in ops:
+                op.args = tree_map(sub, op.args)
+                op.kwargs = tree_map(sub, op.kwargs)
+                op.outs = [sub(o) for o in op.outs]
+            trace.y = sub(trace.y)
+            trace.new_state = {k: sub(v) for k, v in trace.new_state.items()}
+    return ops
+
+
 def fuse(trace: Trace, ops: list[Op]) -> list[Op]:
-    """The ops with BatchNorm folded and ReLU fused where it is safe (``ops``: the live ops, in order)."""
+    """The ops with BatchNorm folded and ReLU fused where it is safe (``ops``: the live ops, in order),
+    after dropping the copies readers do not need (:func:`drop_clones`); then cat operands are
+    computed in place (:func:`cats_in_place`: after the folds, which need whole buffers)."""
+    ops = drop_clones(trace, ops)
     producer = {o.buf.id: op for op in ops for o in op.outs[:1] if o is not None}
     out: list[Op] = list(ops)
     changed = True
@@ -115,4 +244,4 @@ def fuse(trace: Trace, ops: list[Op]) -> list[Op]:
             _replace_buf(trace, out, old, src.buf)
             changed = True
             break
-    return out
+    return cats_in_place(trace, out)
