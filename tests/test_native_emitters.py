@@ -132,3 +132,29 @@ def test_softmax_equals_torch(vector, rows, n, dim, mag, seed) -> None:
     got, want, ops = _run_c(lambda x: torch.softmax(x.view(rows, n), dim), x, vector)
     assert "aten._softmax" in ops
     assert_close(got, want)
+
+
+@_SETTINGS
+@given(c=st.integers(1, 5), n=st.integers(6, 90), k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(1, 9),
+       seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("vector", _vectors())
+def test_copy_rewrites_equal_torch(vector, c, n, k, s, p, seed) -> None:
+    """The copy-removing rewrites of fuse.py on one graph: a cat of computed operands (written in
+    place into the cat's output), a clone read through a view of it (dropped), an im2col copy read by
+    a matrix product with a constant side (dropped: the product reads the unfolded source), and the
+    vector sum/mean (rows past and below four vectors)."""
+    torch.manual_seed(seed)
+    x = torch.randn(c * n)
+    wt = torch.randn(p, c * k)
+
+    def fn(x):
+        v = x.view(1, c, n)
+        r = torch.cat([torch.relu(v * 2.0), v[..., 1:] + 1.0], -1)  # (1, c, 2n - 1)
+        tail = r[..., 2:].clone()
+        cols = r.unfold(-1, k, s).permute(1, 3, 0, 2).reshape(c * k, -1)  # im2col: (c*k, frames) copy
+        y = wt @ cols
+        return torch.cat([tail.mean(-1).reshape(-1), tail.sum(-1).reshape(-1), y.reshape(-1)])
+
+    got, want, ops = _run_c(fn, x, vector)
+    assert {"aten.cat", "aten.mean", "aten.sum"} <= ops
+    assert_close(got, want)

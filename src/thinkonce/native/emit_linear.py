@@ -245,7 +245,17 @@ def _addmm(op: Op, g: Gen) -> str:
             if bvec is False:
                 raise NotLowerable("addmm with a bias that varies along both axes")
         sbk, sbn = Bm.strides
-        return wstat(g, M, N, [K], wb, Pp, "0", lambda r, q: g.elem(Bm, f"{r[0]}*{sbk} + ({q})*{sbn}"),
+        red, xel = [K], lambda r, q: g.elem(Bm, f"{r[0]}*{sbk} + ({q})*{sbn}")
+        src = op.kwargs.get("_split_src")
+        if src is not None:
+            # B is an im2col copy that was dropped (fuse.drop_clones): read its source, the reduction
+            # split over the source's dimensions it flattens (a convolution without the copy)
+            kruns, nrun = op.meta["split_k"]
+            red = [src.sizes[j] for j in kruns]
+            nst = next((src.strides[j] for j in nrun if src.sizes[j] != 1), 0)
+            xel = lambda r, q: g.elem(src, " + ".join([f"{v}*{src.strides[j]}" for v, j in zip(r, kruns)]
+                                                      + [f"({q})*{nst}"]))
+        return wstat(g, M, N, red, wb, Pp, "0", xel,
                      lambda p, q, v: f"{g.elem(out, f'({p})*{som} + ({q})*{son}')} = {v};", bvec or None,
                      relu=bool(op.meta.get("relu")))
     if Bm.buf.kind == "const" and Bm.buf.data is not None:

@@ -98,6 +98,60 @@ def compose(v: View, src: View) -> View | None:
     return View(src.buf, off, v.sizes, tuple(strides))
 
 
+def split_dims(v: View, S: tuple[int, ...]) -> list[list[int]] | None:
+    """For each dimension of ``v`` (a whole view of a contiguous buffer of sizes ``S``, offset 0), the
+    run of ``S``'s dimensions it flattens (an im2col matrix read as its unfolded source), or None."""
+    cs, acc = [0] * len(S), 1
+    for j in reversed(range(len(S))):
+        cs[j] = acc
+        acc *= S[j]
+    if v.offset != 0 or v.numel != acc:
+        return None
+    out: list[list[int]] = []
+    j = 0
+    for n, st in zip(v.sizes, v.strides):
+        run, m = [], 1
+        while j < len(S) and m < n:
+            run.append(j)
+            m *= S[j]
+            j += 1
+        while j < len(S) and S[j] == 1 and m == n and (not run or cs[j] == st):
+            run.append(j)  # trailing size-1 dimensions
+            j += 1
+        if m != n or (run and cs[run[-1]] != st and n != 1):
+            return None
+        out.append(run)
+    return out if j == len(S) else None
+
+
+def _split_reader(lo: Op, a: View, src: View, res: View) -> bool:
+    """Let matrix product ``lo`` read operand ``a`` (a view of the clone ``res`` of ``src``) from ``src``
+    with the reduction dimension split over ``src``'s dimensions (kwargs ``_split_src``/meta)."""
+    if lo.packet not in ("aten.addmm", "aten.mm") or "_split_src" in lo.kwargs:
+        return False
+    A, B = (lo.args[1], lo.args[2]) if lo.packet == "aten.addmm" else lo.args[:2]
+    if A is a or B is not a or A.buf is res.buf or A.buf.kind != "const" or A.buf.data is None:
+        return False
+    runs = split_dims(a, tuple(res.sizes))
+    if runs is None or len(runs) != 2 or len([j for j in runs[1] if res.sizes[j] != 1]) > 1:
+        return False
+    lo.kwargs = {**lo.kwargs, "_split_src": src}
+    lo.meta["split_k"] = (runs[0], runs[1])
+    return True
+
+
+def _can_split(lo: Op, res: View) -> bool:
+    if lo.packet not in ("aten.addmm", "aten.mm") or "_split_src" in lo.kwargs:
+        return False
+    A, B = (lo.args[1], lo.args[2]) if lo.packet == "aten.addmm" else lo.args[:2]
+    if not isinstance(A, View) or not isinstance(B, View) or B.buf is not res.buf or A.buf is res.buf:
+        return False
+    if A.buf.kind != "const" or A.buf.data is None:
+        return False
+    runs = split_dims(B, tuple(res.sizes))
+    return runs is not None and len(runs) == 2 and len([j for j in runs[1] if res.sizes[j] != 1]) <= 1
+
+
 def drop_clones(trace: Trace, ops: list[Op]) -> list[Op]:
     """Clones (into a contiguous workspace buffer) removed where safe: nothing writes the source buffer
     or the copy after the clone, and every view of the copy is expressible over the source (the
@@ -133,7 +187,17 @@ def drop_clones(trace: Trace, ops: list[Op]) -> list[Op]:
         new_y = sub(trace.y)
         new_state = {k: sub(v) for k, v in trace.new_state.items()}
         if not ok:
-            i += 1
+            # an im2col copy read only by matrix products with a constant side: they read the source
+            readers = [lo for lo in later if any(v.buf is res.buf for v in _views(lo))]
+            outs_read = any(v.buf is res.buf for v in [trace.y, *trace.new_state.values()])
+            if (outs_read or not readers or any(sum(v.buf is res.buf for v in _views(lo)) != 1 for lo in readers)
+                    or not all(_can_split(lo, res) for lo in readers)):
+                i += 1
+                continue
+            for lo in readers:
+                B = lo.args[2] if lo.packet == "aten.addmm" else lo.args[1]
+                assert _split_reader(lo, B, src, res)
+            del out[i]
             continue
         for lo, (a, kw) in zip(later, new_args):
             lo.args, lo.kwargs = a, kw
