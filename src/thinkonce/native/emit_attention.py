@@ -79,6 +79,21 @@ def _scalar(g: Gen, q: View, k: View, v: View, out: View, nl: int, L: int, E: in
 def _acc_loop(g: Gen, nblocks: int, vw: int, red: str, n_red: str, term: "callable", store: "callable") -> str:
     """``for each vector block b: acc_b = sum over red < n_red of term(red, b)``, then ``store(b, acc)``:
     blocks held in registers (reduction loop outside) when few, else a loop over blocks."""
+    U = min(4, MAX_ACC // max(nblocks, 1))
+    if nblocks and U > 1:
+        # few blocks (short rows): U partial accumulators per block over interleaved reduction steps, so
+        # that U FMA chains are in flight instead of one (a single chain waits on the FMA's latency)
+        accs = [[g.var("a") for _ in range(nblocks)] for _ in range(U)]
+        lines = [f"vf {a} = (vf){{0}};" for row in accs for a in row]
+        body = "\n".join(f"{a} += {term(f'({red} + {u})', str(b))};" for u, row in enumerate(accs)
+                          for b, a in enumerate(row))
+        lines.append(f"long {red} = 0;\nfor (; {red} + {U} <= {n_red}; {red} += {U}) {{\n{body}\n}}")
+        lines.append(f"for (; {red} < {n_red}; {red}++) {{\n"
+                     + "\n".join(f"{a} += {term(red, str(b))};" for b, a in enumerate(accs[0])) + "\n}")
+        for b in range(nblocks):
+            tot = " + ".join(f"{accs[u][b]}" for u in range(U))
+            lines.append(store(str(b), f"({tot})"))
+        return "{\n" + "\n".join(lines) + "\n}"
     if nblocks <= MAX_ACC:
         accs = [g.var("a") for _ in range(nblocks)]
         lines = [f"vf {a} = (vf){{0}};" for a in accs]
@@ -113,16 +128,25 @@ def _vector(g: Gen, q: View, k: View, v: View, out: View, nl: int, L: int, E: in
                            lambda r, b: f"{qe(r)} * VLOAD({KT} + {r}*{Sp} + ({b})*{vw})",
                            lambda b, a: f"*(vfu*)({SC} + ({b})*{vw}) = {a} * {lit};")
         jb = g.var("jb")
+        # the row's maximum and sum over four interleaved partials (four dependency chains, not one)
         soft = (f"float {m} = -INFINITY, {tot} = 0.0f;\n"
-                f"for (long {j} = 0; {j} < {lim}; {j}++) if ({SC}[{j}] > {m}) {m} = {SC}[{j}];\n"
+                f"{{ float m0 = -INFINITY, m1 = -INFINITY, m2 = -INFINITY, m3 = -INFINITY; long {j} = 0;\n"
+                f"for (; {j} + 4 <= {lim}; {j} += 4) {{ if ({SC}[{j}] > m0) m0 = {SC}[{j}]; "
+                f"if ({SC}[{j} + 1] > m1) m1 = {SC}[{j} + 1]; if ({SC}[{j} + 2] > m2) m2 = {SC}[{j} + 2]; "
+                f"if ({SC}[{j} + 3] > m3) m3 = {SC}[{j} + 3]; }}\n"
+                f"for (; {j} < {lim}; {j}++) if ({SC}[{j}] > m0) m0 = {SC}[{j}];\n"
+                f"{m} = m0 > m1 ? m0 : m1; if (m2 > {m}) {m} = m2; if (m3 > {m}) {m} = m3; }}\n"
                 f"for (long {jb} = 0; {jb} < {Sp // vw}; {jb}++) "
                 f"tk_vexp_sub({SC} + {jb}*{vw}, {m});\n"
-                f"for (long {j} = 0; {j} < {lim}; {j}++) {tot} += {SC}[{j}];")
+                f"{{ float t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f; long {j} = 0;\n"
+                f"for (; {j} + 4 <= {lim}; {j} += 4) {{ t0 += {SC}[{j}]; t1 += {SC}[{j} + 1]; t2 += {SC}[{j} + 2]; "
+                f"t3 += {SC}[{j} + 3]; }}\n"
+                f"for (; {j} < {lim}; {j}++) t0 += {SC}[{j}];\n{tot} = (t0 + t1) + (t2 + t3); }}")
         outs = _acc_loop(g, Evp // vw, vw, j, lim,
                          lambda r, b: f"{SC}[{r}] * VLOAD({VP} + {r}*{Evp} + ({b})*{vw})",
                          lambda b, a: f"*(vfu*)({OB} + ({b})*{vw}) = {a};")
-        store = (f"for (long {e} = 0; {e} < {Ev}; {e}++) "
-                 f"{g.elem(out, f'{oo} + {i}*{os_[0]} + {e}*{os_[1]}')} = {OB}[{e}] / {tot};")
+        store = (f"{{ float inv = 1.0f / {tot}; for (long {e} = 0; {e} < {Ev}; {e}++) "
+                 f"{g.elem(out, f'{oo} + {i}*{os_[0]} + {e}*{os_[1]}')} = {OB}[{e}] * inv; }}")
         return f"{pack}\nfor (long {i} = 0; {i} < {L}; {i}++) {{\n{scores}\n{soft}\n{outs}\n{store}\n}}"
 
     return body
