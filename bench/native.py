@@ -84,8 +84,11 @@ def _steady(stream, channels: int, window: int, hop: int):
     _, st = stream.step(torch.randn(1, channels, window, generator=g), st)
     x = torch.randn(1, channels, hop, generator=g)
     for _ in range(3):
-        stream.step(x, st)  # builds the native step for this key
-    return x, st
+        _, st = stream.step(x, st)  # builds the native step for this key
+    # the warm-up (eager) step may return views of larger tensors: a donated call falls back to fresh
+    # outputs on a non-contiguous entry, so the state the timed calls donate is made contiguous here
+    # (as a deployed loop's state is after its first native step)
+    return x, {k: v.contiguous() for k, v in st.items()}
 
 
 def _raw(stream, x, st):
