@@ -38,14 +38,18 @@ def _same_order(a: View, b: View) -> bool:
             and all(sa == sb for s, sa, sb in zip(a.sizes, a.strides, b.strides) if s != 1))
 
 
-def _replace_buf(trace: Trace, ops: list[Op], old: Buf, new: Buf) -> None:
-    sub = lambda a: View(new, a.offset, a.sizes, a.strides) if isinstance(a, View) and a.buf is old else a
+def _substitute(trace: Trace, ops: list[Op], sub) -> None:
+    """Apply ``sub`` to every view the step reads or writes: op arguments, outputs, y and the new state."""
     for op in ops:
         op.args = tree_map(sub, op.args)
         op.kwargs = tree_map(sub, op.kwargs)
         op.outs = [sub(o) for o in op.outs]
     trace.y = sub(trace.y)
     trace.new_state = {k: sub(v) for k, v in trace.new_state.items()}
+
+
+def _replace_buf(trace: Trace, ops: list[Op], old: Buf, new: Buf) -> None:
+    _substitute(trace, ops, lambda a: View(new, a.offset, a.sizes, a.strides) if isinstance(a, View) and a.buf is old else a)
 
 
 def _const_view(trace: Trace, t: torch.Tensor) -> View:
@@ -248,13 +252,7 @@ def cats_in_place(trace: Trace, ops: list[Op]) -> list[Op]:
             if any(compose(v, D) is None for v in seen):
                 continue
             old = t.buf
-            sub = lambda a, D=D, old=old: compose(a, D) if isinstance(a, View) and a.buf is old else a
-            for op in ops:
-                op.args = tree_map(sub, op.args)
-                op.kwargs = tree_map(sub, op.kwargs)
-                op.outs = [sub(o) for o in op.outs]
-            trace.y = sub(trace.y)
-            trace.new_state = {k: sub(v) for k, v in trace.new_state.items()}
+            _substitute(trace, ops, lambda a, D=D, old=old: compose(a, D) if isinstance(a, View) and a.buf is old else a)
     return ops
 
 
