@@ -87,6 +87,20 @@ class RandomNet(nn.Module):
         return x
 
 
+def random_net_case(blocks: list, c_in: int, seed: int, batch: int, length: int):
+    """The drawn :class:`RandomNet` (eval mode), a random input ``(batch, c_in, length)`` and the offline
+    output, seeded by ``seed``; ``None`` when the drawn stack does not fit this length offline either."""
+    torch.manual_seed(seed)
+    model = RandomNet(blocks, c_in).eval()
+    x = torch.randn(batch, c_in, length)
+    try:
+        with torch.no_grad():
+            ref = model(x)
+    except RuntimeError:
+        return None
+    return model, x, ref
+
+
 @st.composite
 def conv_block(draw, allow_stride: bool = True) -> Block:
     kind = draw(st.sampled_from(["conv", "conv", "causal", "pool", "res", "cat", "bn", "act"]))

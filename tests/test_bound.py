@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import thinkonce as to
-from nets import RandomNet, assert_close, conv_block, upsampling_block
+from nets import assert_close, conv_block, random_net_case, upsampling_block
 from thinkonce.errors import StreamInputError
 from thinkonce.native import backend as native_backend
 from thinkonce.native.compiler import why_no_toolchain
@@ -78,14 +78,10 @@ def test_random_stacks_bound_equals_eager_steps(case) -> None:
     """Random stacks (strides, dilation, pooling, residuals, upsampling, BatchNorm, ...), batch 1 or 3,
     chunks of 1-3 samples or a stride period, through the warm-up and many steady-state cycles."""
     blocks, c_in, seed, batch, chunk = case
-    torch.manual_seed(seed)
-    model = RandomNet(blocks, c_in).eval()
-    x = torch.randn(batch, c_in, 160)
-    try:
-        with torch.no_grad():
-            model(x)
-    except RuntimeError:
+    case = random_net_case(blocks, c_in, seed, batch, 160)
+    if case is None:
         return  # the drawn stack does not fit this length offline either
+    model, x, _ = case
     eager = to.stream(model, example_input=x[:1], check=False)
     native = to.stream(model, example_input=x[:1], backend="native", check=False)
     chunk = eager._period if chunk == "period" else chunk

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import thinkonce as to
 from nets import SmallUNet as UNet
-from nets import RandomNet, conv_block, upsampling_block
+from nets import conv_block, random_net_case, upsampling_block
 
 GCC = shutil.which("gcc") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(GCC is None, reason="no C compiler (gcc/cc) on the PATH")
@@ -172,14 +172,9 @@ def test_random_stacks_exported_c_equals_eager_from_cold(tmp_path_factory, case)
     """Exported C of random stacks, batch 1, from a cold state, through the whole warm-up and 8 steady
     steps: every step's output equals the eager stream's (outputs carry every state error forward)."""
     blocks, c_in, seed, mult, opt, portable = case
-    torch.manual_seed(seed)
-    model = RandomNet(blocks, c_in).eval()
-    x = torch.randn(1, c_in, 160)
-    try:
-        with torch.no_grad():
-            model(x)
-    except RuntimeError:
-        assume(False)  # the drawn stack does not fit this length offline either
+    case = random_net_case(blocks, c_in, seed, 1, 160)
+    assume(case is not None)  # the drawn stack does not fit this length offline either
+    model, x, _ = case
     s = to.stream(model, example_input=x)
     n = s._period * mult
     while s.warmup > 12 * n:  # at most ~12 warm-up steps: each distinct one is C to compile

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import thinkonce as to
 from nets import SmallUNet as UNet
-from nets import RandomNet, assert_close, conv_block, upsampling_block
+from nets import assert_close, conv_block, random_net_case, upsampling_block
 from thinkonce.native import backend as native_backend
 from thinkonce.native.compiler import why_no_toolchain
 from thinkonce.native.loader import NativeStep
@@ -73,14 +73,10 @@ def test_random_stacks_match_eager_and_offline(case) -> None:
     """Random stacks (strides, dilation, groups, padding, max/avg pooling, residuals, concatenations,
     BatchNorm, GELU, transposed convs, upsampling), batch 1 or 3, continuous mode, many steps."""
     blocks, c_in, seed, batch = case
-    torch.manual_seed(seed)
-    model = RandomNet(blocks, c_in).eval()
-    x = torch.randn(batch, c_in, 160)
-    try:
-        with torch.no_grad():
-            model(x)
-    except RuntimeError:
+    case = random_net_case(blocks, c_in, seed, batch, 160)
+    if case is None:
         return  # the drawn stack does not fit this length offline either
+    model, x, _ = case
     eager = to.stream(model, example_input=x[:1])
     native = to.stream(model, example_input=x[:1], backend="native")
     chunk = 2 * eager._period
