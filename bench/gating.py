@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
             hooks = []
             models = {"dense": dense, "union": gating.deploy(g, crossover=1.0),
                       "dense_masked": gating.deploy(g, crossover=0.0), "split": gating.deploy(g, batch="split")}
-            models["native_dense"] = gating.native(base, x[:1])
+            models["native_dense"] = native_dense
             models["native_gated"] = gating.native(models["union"], x[:1])
             with torch.no_grad():
                 for k, gate in models["union"].gates.items():

@@ -128,6 +128,7 @@ class Lowerer:
         self.env: dict[fx.Node, Any] = {}
         self.input: Value | None = None
         self.output: Value | None = None
+        self.gate_slots: list[int] = []  # the index list each gate writes, in graph order
 
     def refuse(self, n: fx.Node, why: str) -> GateError:
         return GateError(f"native gated inference cannot run {describe(self.gm, n)}: {why}. Run the deployed "
@@ -195,9 +196,8 @@ def _lower_conv(L: Lowerer, n: fx.Node, conv: nn.Module, x: Value, out_slot: int
     dims = 1 if isinstance(conv, nn.Conv1d) else 2
     if conv.groups != 1:
         raise L.refuse(n, f"groups={conv.groups} (the runtime's conv is dense across channels)")
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) and conv.padding != "valid":
-        if not (isinstance(conv.padding, str) and conv.padding == "same" and conv.padding_mode == "zeros"):
-            raise L.refuse(n, f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r}")
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) and conv.padding not in ("valid", "same"):
+        raise L.refuse(n, f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r}")
     if len(x.spatial) != dims or x.channels != conv.in_channels:
         raise L.refuse(n, f"input of {x.channels} channels x {x.spatial} for a {dims}-D conv of {conv.in_channels}")
     H, W = (1, x.spatial[0]) if dims == 1 else x.spatial
@@ -210,7 +210,7 @@ def _lower_conv(L: Lowerer, n: fx.Node, conv: nn.Module, x: Value, out_slot: int
         else:  # "same" (stride 1): PyTorch pads the extra element on the right/bottom
             tot_h, tot_w = dh * (KH - 1), dw * (KW - 1)
             if tot_h % 2 or tot_w % 2:
-                raise L.refuse(n, "padding='same' with an even total padding split unevenly")
+                raise L.refuse(n, "padding='same' with an odd total padding (PyTorch puts the extra frame on one side)")
             ph, pw = tot_h // 2, tot_w // 2
     else:
         ph, pw = _pair(conv.padding, dims, 0)
@@ -262,7 +262,7 @@ def _gate(L: Lowerer, n: fx.Node, m: DeployedGate) -> Slot:
     L.prog.emit("gate", [h.slot, slot, lk.in_channels, h.size, lk.n_switches, lk.group, k, lk.n_kernels],
                 [h.buf, L.prog.tensor(lk.proj.weight), L.prog.tensor(lk.proj.bias), thr, L.prog.slot_ptr(h.slot),
                  L.prog.slot_ptr(slot), scratch])
-    L.gates = getattr(L, "gates", []) + [(m, slot)]  # the knobs are read at lowering: see NativeGated
+    L.gate_slots.append(slot)  # the knobs (threshold, budget) were read above: see NativeGated
     return Slot(slot)
 
 
@@ -501,7 +501,7 @@ class NativeGated(nn.Module):
         if math.prod(self.out_shape) != self._out.channels * self._out.size:
             raise GateError(f"native gated inference computed {self._out.channels * self._out.size} outputs, the "
                             f"model returns {self.out_shape}")
-        self.gate_slots = [s for _, s in getattr(low, "gates", [])]
+        self.gate_slots = low.gate_slots
         lib = load(compiled_library(source(tc.vector_width), tc))
         self._fn = lib.gated_run
         self._fn.restype = None
